@@ -1,0 +1,1 @@
+"""The ``cryoscape`` command line (thin: options → config → one entry point)."""

@@ -1,0 +1,37 @@
+"""Entry point of the ``cryoscape`` command. Heavy modules are imported inside commands, so ``--help``
+answers fast. Bad input (:class:`cryoscape.io.errors.InputError`) prints one line and exits with 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import simulate as _simulate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
+app.command("simulate")(_simulate.simulate)
+app.command("demo")(_simulate.demo)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        from .. import __version__
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Usage errors exit with 2 (click), bad input files/options with 2 and one line."""
+    from ..io.errors import InputError
+    try:
+        app(args=argv)
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: the simulator (and, later, lazy particle datasets)."""

@@ -1,0 +1,366 @@
+"""The particle simulator: atomic models, MD trajectories or maps → particle stack + STAR + ground truth.
+
+Image formation (CONVENTIONS.md) for particle ``n``, computed in Fourier space:
+
+    Î_n(k) = CTF_n(k) · exp(−2πi k·t_n) · P̂_{R_n}[V_{c_n}](k),   I_n = F⁻¹[Î_n] + ε_n,   ε ~ N(0, σ²)
+
+``V_c`` is conformation ``c`` (Gaussian atoms, projected analytically, or a voxel map, projected by Fourier
+slice), ``R_n`` a Haar-uniform pose, ``t_n`` the in-plane offset of the particle from the box centre (the
+STAR file gets ``rlnOriginXAngst/YAngst = −t_n``, RELION's meaning), and ``σ² = var(clean) / SNR`` with
+the variance taken over every pixel of the whole noiseless dataset (an exact first pass).
+
+Everything random is drawn from the seed, so the same seed and options give bit-identical files.
+Images are rendered and written in chunks, so memory is bounded for any number of images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.errors import InputError
+from ..physics.ctf import CTFParams, ctf_from_params
+from ..physics.fourier import irfft2_centered, rfreq_grid_2d
+from ..physics.gaussian import project_atoms_fourier
+from ..physics.noise import RunningVariance, add_noise, noise_sigma
+from ..physics.shift import phase_ramp
+from ..physics.slice import FourierSliceProjector
+from ..geometry.rotations import matrix_to_euler, random_rotations
+
+__all__ = ["SimulationConfig", "SimulationPlan", "AtomSource", "MapSource", "plan_simulation",
+           "render_images", "simulate_to_folder"]
+
+SAMPLING = ("random", "balanced", "sequential")
+
+
+@dataclass
+class SimulationConfig:
+    """Options of a simulation. Units: Å, µm for defocus options, kV, mm, degrees where named ``_deg``.
+
+    Attributes:
+        n_images: number of particles.
+        box: image size in pixels (None: the map's size, or 64 for atomic models).
+        apix: pixel size in Å (None: the map's header, or chosen so the particle fills 70 % of the box).
+        snr: signal-to-noise ratio (variance ratio); ``inf`` writes noiseless images.
+        sigma: Gaussian atom width in Å (atomic models only).
+        defocus_min_um, defocus_max_um: defocus drawn uniformly in this range (µm, underfocus > 0).
+        astigmatism_um: ``ΔfU − ΔfV`` (µm); the azimuth is uniform in [0°, 180°).
+        voltage_kv, cs_mm, amp_contrast, bfactor, phase_shift_deg: microscope and CTF envelope.
+        shift_max_A: particle offsets drawn uniformly in a disc of this radius (Å).
+        sampling: how conformations are assigned: ``random`` (with replacement), ``balanced`` (each
+            frame equally often, shuffled: without replacement when ``n_images ≤ frames``) or
+            ``sequential`` (frame ``n mod F``).
+        seed: random seed. chunk: images per rendered chunk. ctf: apply the CTF.
+        save_clean: also write the noiseless images to ``truth/clean.mrcs``.
+    """
+
+    n_images: int = 1000
+    box: int | None = None
+    apix: float | None = None
+    snr: float = 0.1
+    sigma: float = 3.0
+    defocus_min_um: float = 1.0
+    defocus_max_um: float = 2.5
+    astigmatism_um: float = 0.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amp_contrast: float = 0.1
+    bfactor: float = 0.0
+    phase_shift_deg: float = 0.0
+    shift_max_A: float = 0.0
+    sampling: str = "random"
+    seed: int = 0
+    chunk: int = 1024
+    ctf: bool = True
+    save_clean: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first invalid option."""
+        checks = [
+            (self.n_images >= 1, "--n-images", f"must be ≥ 1, got {self.n_images}"),
+            (self.box is None or self.box >= 8, "--box", f"must be ≥ 8 pixels, got {self.box}"),
+            (self.apix is None or (self.apix > 0 and math.isfinite(self.apix)), "--apix",
+             f"must be > 0, got {self.apix}"),
+            (self.snr > 0 and not math.isnan(self.snr), "--snr", f"must be > 0, got {self.snr}"),
+            (self.sigma > 0, "--sigma", f"must be > 0, got {self.sigma}"),
+            (0 <= self.defocus_min_um <= self.defocus_max_um, "--defocus-min/--defocus-max",
+             f"need 0 ≤ min ≤ max, got {self.defocus_min_um}, {self.defocus_max_um}"),
+            (self.astigmatism_um >= 0, "--astigmatism", f"must be ≥ 0, got {self.astigmatism_um}"),
+            (self.voltage_kv > 0, "--voltage", f"must be > 0, got {self.voltage_kv}"),
+            (0 <= self.amp_contrast < 1, "--amp-contrast", f"must be in [0, 1), got {self.amp_contrast}"),
+            (self.bfactor >= 0, "--bfactor", f"must be ≥ 0, got {self.bfactor}"),
+            (self.shift_max_A >= 0, "--shift-max", f"must be ≥ 0, got {self.shift_max_A}"),
+            (self.sampling in SAMPLING, "--sampling", f"must be one of {', '.join(SAMPLING)}"),
+            (self.chunk >= 1, "--chunk", f"must be ≥ 1, got {self.chunk}"),
+        ]
+        for ok, where, problem in checks:
+            if not ok:
+                raise InputError(where, problem)
+
+
+class AtomSource:
+    """Conformations as Gaussian atoms, projected analytically.
+
+    Args:
+        coords: ``(F, A, 3)`` atom positions in Å; each frame is centred on its own centroid.
+        sigma: atom width in Å. weights: optional ``(A,)`` masses.
+    """
+
+    kind = "atoms"
+
+    def __init__(self, coords: np.ndarray, sigma: float, weights: np.ndarray | None = None):
+        c = np.asarray(coords, dtype=np.float64)
+        if c.ndim == 2:
+            c = c[None]
+        self.coords = torch.as_tensor(c - c.mean(axis=1, keepdims=True))
+        self.sigma = float(sigma)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.n_conformations = c.shape[0]
+
+    def radius(self) -> float:
+        """Largest atom distance from the centre (Å) over all frames, plus 2σ for the Gaussian tails."""
+        return float(self.coords.norm(dim=-1).max()) + 2 * self.sigma
+
+    def render_fourier(self, conf: torch.Tensor, R: torch.Tensor, shifts: torch.Tensor, D: int,
+                       apix: float) -> torch.Tensor:
+        """Shifted projections on the rfft half plane, ``(n, D, D//2+1)`` complex64."""
+        coords = self.coords.to(torch.float32)[conf]
+        w = None if self.weights is None else self.weights.to(torch.float32)
+        return project_atoms_fourier(coords, R.to(torch.float32), self.sigma, D, apix,
+                                     shifts.to(torch.float32), w)
+
+
+class MapSource:
+    """One voxel map, projected by Fourier slice (``(D, D, D)`` array, voxel size ``apix``)."""
+
+    kind = "map"
+    n_conformations = 1
+
+    def __init__(self, volume: np.ndarray, apix: float):
+        self.volume = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+        self.apix = float(apix)
+        self.D = self.volume.shape[-1]
+        self._projector = None
+
+    def radius(self) -> float:
+        """Radius (Å) of the sphere holding 99.9 % of the map's absolute mass."""
+        v = self.volume.abs().double()
+        D = self.D
+        r = torch.arange(D, dtype=torch.float64) - D // 2
+        rr = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2).reshape(-1)
+        order = torch.argsort(rr)
+        cum = torch.cumsum(v.reshape(-1)[order], 0)
+        k = int(torch.searchsorted(cum, 0.999 * cum[-1]))
+        return float(rr[order][min(k, rr.numel() - 1)]) * self.apix
+
+    def render_fourier(self, conf, R, shifts, D, apix):
+        if self._projector is None:
+            self._projector = FourierSliceProjector(self.volume, self.apix, pad=2)
+        f = self._projector.project_fourier(R.to(torch.float32))
+        ky, kx = rfreq_grid_2d(D, apix)
+        return f * phase_ramp(kx, ky, shifts.to(torch.float32))
+
+
+@dataclass
+class SimulationPlan:
+    """Every per-particle random draw of a simulation (drawn once, up front, from the seed).
+
+    Shapes: ``conformation (N,)`` int64, ``rotations (N, 3, 3)`` float64, ``offsets_A (N, 2)`` (particle
+    displacement from the box centre; the STAR origin is its negative), ``ctf`` a :class:`CTFParams`.
+    """
+
+    conformation: np.ndarray
+    rotations: torch.Tensor
+    offsets_A: np.ndarray
+    ctf: CTFParams
+    box: int
+    apix: float
+    frame_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _auto_geometry(cfg: SimulationConfig, source) -> tuple[int, float]:
+    if isinstance(source, MapSource):
+        if cfg.box is not None and cfg.box != source.D:
+            raise InputError("--box", f"a map source keeps the map's box ({source.D}); got {cfg.box}")
+        return source.D, float(cfg.apix or source.apix)
+    box = cfg.box or 64
+    diameter = 2 * source.radius()
+    apix = cfg.apix if cfg.apix is not None else round((diameter + 2 * cfg.shift_max_A) / (0.7 * box), 3)
+    return box, float(apix)
+
+
+def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None = None) -> SimulationPlan:
+    """Draw conformations, poses, offsets and CTF parameters for every particle, and check the box.
+
+    Raises :class:`InputError` when the particle (plus offsets) does not fit in the box.
+    """
+    cfg.validate()
+    box, apix = _auto_geometry(cfg, source)
+    extent = 2 * source.radius() + 2 * cfg.shift_max_A
+    if extent > box * apix * 1.0 + 1e-6:
+        raise InputError("--box", f"box of {box} px × {apix:.3g} Å = {box * apix:.1f} Å is smaller than the "
+                                  f"particle ({extent:.1f} Å incl. offsets); increase --box or --apix")
+    n = cfg.n_images
+    rng = np.random.default_rng(cfg.seed)
+    F = source.n_conformations
+    if cfg.sampling == "random":
+        conf = rng.integers(0, F, size=n)
+    elif cfg.sampling == "balanced":
+        conf = rng.permutation(np.resize(np.arange(F), n))
+    else:
+        conf = np.arange(n) % F
+    gen = torch.Generator().manual_seed(cfg.seed)
+    R = random_rotations(n, gen, dtype=torch.float64)
+    radius = cfg.shift_max_A * np.sqrt(rng.random(n))
+    ang = rng.random(n) * 2 * np.pi
+    offsets = np.stack([radius * np.cos(ang), radius * np.sin(ang)], -1)
+    df = rng.uniform(cfg.defocus_min_um, cfg.defocus_max_um, n) * 1e4
+    ast = cfg.astigmatism_um * 1e4
+    ast_angle = rng.random(n) * np.pi
+    ctf = CTFParams(df + ast / 2, df - ast / 2, ast_angle, cfg.voltage_kv, cfg.cs_mm, cfg.amp_contrast,
+                    math.radians(cfg.phase_shift_deg), cfg.bfactor)
+    ids = np.arange(F) if frame_ids is None else np.asarray(frame_ids)
+    return SimulationPlan(conf, R, offsets, ctf, box, apix, ids)
+
+
+def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = True,
+                  stages: bool = False):
+    """Noiseless images of the particles in ``index`` (a slice), ``(n, D, D)`` float32.
+
+    With ``stages`` also returns the projections before the CTF (for previews).
+    """
+    D, apix = plan.box, plan.apix
+    conf = torch.as_tensor(plan.conformation[index])
+    R = plan.rotations[index]
+    offsets = torch.as_tensor(plan.offsets_A[index])
+    f = source.render_fourier(conf, R, offsets, D, apix)
+    proj = irfft2_centered(f, D) if stages else None
+    if apply_ctf:
+        ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float32)
+        f = f * ctf_from_params(plan.ctf.subset(index), kx, ky)
+    img = irfft2_centered(f, D)
+    return (img, proj) if stages else img
+
+
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+def clean_variance(plan: SimulationPlan, source, cfg: SimulationConfig, progress=None) -> float:
+    """Variance of every pixel of the whole noiseless dataset (first pass; nothing stored)."""
+    rv = RunningVariance()
+    for sl in _chunks(cfg.n_images, cfg.chunk):
+        rv.update(render_images(plan, source, sl, cfg.ctf))
+        if progress is not None:
+            progress.advance(sl.stop - sl.start)
+    return rv.variance
+
+
+def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, source_info: dict | None = None,
+                       frame_ids: np.ndarray | None = None, truth_models=None, overwrite: bool = False,
+                       show_progress: bool = True, previews: bool = True) -> dict:
+    """Simulate a dataset into ``out_dir`` (created atomically: it appears only when complete).
+
+    Writes ``particles.mrcs``, ``particles.star`` (RELION 3.1 + ``_cryoscapeConformation``), ``truth/``
+    (``conformation.npy``, ``rotations.npy``, ``offsets_A.npy``, cryoDRGN ``poses.pkl`` and ``ctf.pkl``,
+    ``models.pdb`` or ``volume.mrc``, optionally ``clean.mrcs``), ``config.yaml``, ``versions.txt``,
+    ``run.log`` and ``previews/*.png``.
+
+    Returns:
+        A summary dict (box, apix, noise σ, measured SNR, wall time, images/s).
+    """
+    import pandas as pd
+
+    from ..io.atomic import atomic_dir
+    from ..io.cryodrgn_pkl import poses_to_cryodrgn, write_ctf_pkl, write_poses_pkl
+    from ..io.mrc import StackWriter, write_map
+    from ..io.models import write_pdb
+    from ..io.rundir import close_logger, run_logger, write_config, write_versions
+    from ..io.star import write_star
+    from ..utils.progress import progress_bar
+
+    t0 = time.perf_counter()
+    plan = plan_simulation(cfg, source, frame_ids)
+    n, D, apix = cfg.n_images, plan.box, plan.apix
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        (tmp / "truth").mkdir()
+        log = run_logger(tmp)
+        log.info("simulate %d images, box %d, apix %.4f, source %s", n, D, apix, source_info)
+        noisy = math.isfinite(cfg.snr)
+        sigma = 0.0
+        if noisy:
+            with progress_bar(n, "measuring signal", show_progress) as bar:
+                var = clean_variance(plan, source, cfg, bar)
+            sigma = noise_sigma(var, cfg.snr)
+        log.info("noise sigma %.6g (SNR %s)", sigma, cfg.snr)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        rv_clean, rv_noise = RunningVariance(), RunningVariance()
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(StackWriter(tmp / "particles.mrcs", n, D, apix))
+            clean_writer = (stack.enter_context(StackWriter(tmp / "truth" / "clean.mrcs", n, D, apix))
+                            if cfg.save_clean else None)
+            bar = stack.enter_context(progress_bar(n, "simulating", show_progress))
+            for sl in _chunks(n, cfg.chunk):
+                clean = render_images(plan, source, sl, cfg.ctf)
+                img = add_noise(clean, sigma, gen) if noisy else clean
+                rv_clean.update(clean)
+                rv_noise.update(img - clean)
+                writer.write(img.numpy())
+                if clean_writer is not None:
+                    clean_writer.write(clean.numpy())
+                bar.advance(sl.stop - sl.start)
+        # Metadata: STAR, numpy truth, cryoDRGN pickles.
+        euler = np.rad2deg(matrix_to_euler(plan.rotations).numpy())
+        origin = -plan.offsets_A
+        c = plan.ctf
+        parts = pd.DataFrame({
+            "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in range(n)],
+            "rlnDefocusU": c.defocus_u.numpy(), "rlnDefocusV": c.defocus_v.numpy(),
+            "rlnDefocusAngle": np.rad2deg(c.angle_ast.numpy()), "rlnPhaseShift": np.rad2deg(c.phase_shift.numpy()),
+            "rlnCtfBfactor": c.bfactor.numpy(),
+            "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],
+            "rlnOriginXAngst": origin[:, 0], "rlnOriginYAngst": origin[:, 1],
+            "rlnOpticsGroup": np.ones(n, dtype=int),
+            "cryoscapeConformation": plan.frame_ids[plan.conformation],
+        })
+        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                               "rlnVoltage": [cfg.voltage_kv], "rlnSphericalAberration": [cfg.cs_mm],
+                               "rlnAmplitudeContrast": [cfg.amp_contrast], "rlnImagePixelSize": [apix],
+                               "rlnImageSize": [D], "rlnImageDimensionality": [2]})
+        write_star(tmp / "particles.star", parts, optics)
+        np.save(tmp / "truth" / "conformation.npy", plan.frame_ids[plan.conformation])
+        np.save(tmp / "truth" / "rotations.npy", plan.rotations.numpy())
+        np.save(tmp / "truth" / "offsets_A.npy", plan.offsets_A)
+        rot, trans = poses_to_cryodrgn(plan.rotations.numpy(), origin, D, apix)
+        write_poses_pkl(tmp / "truth" / "poses.pkl", rot, trans)
+        ctf_tab = np.stack([np.full(n, D), np.full(n, apix), c.defocus_u.numpy(), c.defocus_v.numpy(),
+                            np.rad2deg(c.angle_ast.numpy()), c.voltage_kv.numpy(), c.cs_mm.numpy(),
+                            c.amp_contrast.numpy(), np.rad2deg(c.phase_shift.numpy())], -1)
+        write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
+        if isinstance(source, MapSource):
+            write_map(tmp / "truth" / "volume.mrc", source.volume.numpy(), source.apix)
+        elif truth_models is not None:
+            write_pdb(tmp / "truth" / "models.pdb", truth_models)
+        wall = time.perf_counter() - t0
+        summary = {
+            "n_images": n, "box_px": D, "apix_A": apix, "noise_sigma": sigma,
+            "snr_requested": cfg.snr,
+            "snr_measured": (rv_clean.variance / rv_noise.variance) if noisy else float("inf"),
+            "wall_s": round(wall, 3), "images_per_s": round(n / wall, 1),
+        }
+        write_config(tmp, {"command": "simulate", "source": source_info or {}, **asdict(cfg),
+                           "resolved": {"box": D, "apix": apix, "noise_sigma": sigma}})
+        write_versions(tmp)
+        if previews:
+            from ..report.previews import simulation_previews
+            simulation_previews(tmp / "previews", plan, source, cfg, sigma, gen_seed=cfg.seed + 2)
+        log.info("done: %s", summary)
+        close_logger(log)
+    return summary

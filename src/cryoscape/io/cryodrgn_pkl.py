@@ -1,0 +1,86 @@
+"""cryoDRGN pose and CTF pickles (read and write).
+
+- Poses: a tuple ``(rot (N, 3, 3), trans (N, 2))``, or ``rot`` alone; ``trans`` in fractions of the box.
+- CTF: an ``(N, 9)`` array ``[D, apix, ΔfU (Å), ΔfV (Å), α_ast (deg), kV, Cs (mm), w, φ (deg)]``.
+
+How cryoDRGN's arrays relate to ours (checked by the round trips in the tests and benchmarks):
+cryoDRGN's rotation is the transpose of our pose matrix, ``rot = Rᵀ``, and its translation is the
+negative of RELION's origin shift, ``trans = −origin / (D · apix)``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError
+
+__all__ = ["read_poses_pkl", "write_poses_pkl", "read_ctf_pkl", "write_ctf_pkl",
+           "poses_from_cryodrgn", "poses_to_cryodrgn"]
+
+
+def _load(path: Path):
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception as exc:
+        raise InputError(path, f"not a readable pickle ({type(exc).__name__})") from None
+
+
+def read_poses_pkl(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read cryoDRGN poses. Returns ``(rot (N, 3, 3) float64, trans (N, 2) box fractions or None)``."""
+    path = Path(path)
+    obj = _load(path)
+    if isinstance(obj, (tuple, list)):
+        if len(obj) != 2:
+            raise InputError(path, f"expected (rot, trans), found a sequence of {len(obj)} items")
+        rot, trans = np.asarray(obj[0], dtype=np.float64), np.asarray(obj[1], dtype=np.float64)
+    else:
+        rot, trans = np.asarray(obj, dtype=np.float64), None
+    if rot.ndim != 3 or rot.shape[1:] != (3, 3):
+        raise InputError(path, f"rotations must have shape (N, 3, 3), found {rot.shape}")
+    if trans is not None and trans.shape != (rot.shape[0], 2):
+        raise InputError(path, f"translations must have shape ({rot.shape[0]}, 2), found {trans.shape}")
+    if not np.isfinite(rot).all() or (trans is not None and not np.isfinite(trans).all()):
+        raise InputError(path, "poses contain NaN or infinite values")
+    return rot, trans
+
+
+def write_poses_pkl(path: str | Path, rot: np.ndarray, trans: np.ndarray) -> None:
+    """Write ``(rot, trans)`` as cryoDRGN does (float32 arrays in a tuple), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump((np.asarray(rot, np.float32), np.asarray(trans, np.float32)), f)
+
+
+def read_ctf_pkl(path: str | Path) -> np.ndarray:
+    """Read a cryoDRGN CTF table ``(N, 9)``."""
+    path = Path(path)
+    ctf = np.asarray(_load(path), dtype=np.float64)
+    if ctf.ndim != 2 or ctf.shape[1] != 9:
+        raise InputError(path, f"CTF table must have shape (N, 9), found {ctf.shape}")
+    if not np.isfinite(ctf).all():
+        raise InputError(path, "CTF table contains NaN or infinite values")
+    return ctf
+
+
+def write_ctf_pkl(path: str | Path, ctf: np.ndarray) -> None:
+    """Write an ``(N, 9)`` CTF table as float32, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(np.asarray(ctf, np.float32), f)
+
+
+def poses_from_cryodrgn(rot: np.ndarray, trans: np.ndarray | None, D: int, apix: float):
+    """cryoDRGN ``(rot, trans)`` → our ``(R (N, 3, 3), origin shifts (N, 2) in Å)``."""
+    R = np.transpose(rot, (0, 2, 1))
+    shifts = np.zeros((len(rot), 2)) if trans is None else -np.asarray(trans) * D * apix
+    return R, shifts
+
+
+def poses_to_cryodrgn(R: np.ndarray, shifts_angst: np.ndarray, D: int, apix: float):
+    """Our ``(R, origin shifts in Å)`` → cryoDRGN ``(rot, trans)``."""
+    return np.transpose(np.asarray(R), (0, 2, 1)), -np.asarray(shifts_angst) / (D * apix)

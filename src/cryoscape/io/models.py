@@ -1,0 +1,226 @@
+"""Atomic models and MD trajectories → atom coordinates in Å.
+
+- PDB / mmCIF (single or multi-model) are read with gemmi.
+- Trajectories (DCD, XTC, TRR, or a multi-frame PDB/GRO) with a topology (PSF, PDB, GRO) are read with
+  MDAnalysis.
+
+Either way the result is a :class:`Conformations`: coordinates ``(F, A, 3)`` for ``F`` frames and ``A``
+selected atoms (Cα by default), with per-atom names, residue names and numbers, chain ids and elements.
+
+Elements: CHARMM-style PDBs often leave the element column blank. A blank or implausible element in a
+standard amino-acid or nucleotide residue is taken from the first letter of the atom name (``CA`` →
+carbon, not calcium); outside polymers gemmi's own rule applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Conformations", "read_model", "read_trajectory", "read_structure", "write_pdb",
+           "SELECTIONS"]
+
+SELECTIONS = ("ca", "heavy", "all")
+TRAJ_SUFFIXES = {".dcd", ".xtc", ".trr", ".nc", ".ncdf"}
+TOPOLOGY_SUFFIXES = {".psf", ".pdb", ".gro", ".prmtop", ".parm7", ".top", ".tpr"}
+_AMINO = {"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "HIE", "HID", "HIP", "HSD",
+          "HSE", "HSP", "ILE", "LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL",
+          "MSE", "SEC", "PYL"}
+_NUCLEIC = {"A", "C", "G", "U", "T", "DA", "DC", "DG", "DT", "DU", "ADE", "CYT", "GUA", "THY", "URA"}
+
+
+@dataclass
+class Conformations:
+    """Coordinates of selected atoms over frames.
+
+    Attributes:
+        coords: ``(F, A, 3)`` float64, Å, ``(x, y, z)``.
+        names, resnames, elements, chains: ``(A,)`` str arrays. resids: ``(A,)`` int array.
+        source: description of the input (file names, selection).
+        frames: ``(F,)`` indices of the frames in the input.
+    """
+
+    coords: np.ndarray
+    names: np.ndarray
+    resnames: np.ndarray
+    resids: np.ndarray
+    chains: np.ndarray
+    elements: np.ndarray
+    source: str = ""
+    frames: np.ndarray | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.coords.shape[1]
+
+    def radius(self) -> float:
+        """Largest distance (Å) of any atom in any frame from that frame's centroid."""
+        c = self.coords - self.coords.mean(axis=1, keepdims=True)
+        return float(np.sqrt((c ** 2).sum(-1)).max())
+
+
+def _element_for(name: str, resname: str, element: str) -> str:
+    name, resname, element = name.strip().upper(), resname.strip().upper(), element.strip().upper()
+    polymer = resname in _AMINO or resname in _NUCLEIC
+    if polymer and name and (not element or element not in {"C", "N", "O", "S", "P", "H", "SE"}):
+        return name.lstrip("0123456789")[:1] or element
+    return element or name.lstrip("0123456789")[:1]
+
+
+def _select_mask(names, resnames, elements, selection: str, where) -> np.ndarray:
+    if selection not in SELECTIONS:
+        raise InputError("--atoms", f"unknown selection {selection!r} (choose from {', '.join(SELECTIONS)})")
+    names = np.char.strip(np.asarray(names, dtype=str))
+    if selection == "ca":
+        mask = (names == "CA") & np.isin(np.char.upper(np.asarray(resnames, dtype=str)), list(_AMINO))
+    elif selection == "heavy":
+        mask = np.asarray(elements, dtype=str) != "H"
+    else:
+        mask = np.ones(len(names), dtype=bool)
+    if not mask.any():
+        raise InputError(where, f"no atoms match the selection {selection!r}")
+    return mask
+
+
+def read_model(path: str | Path, selection: str = "ca") -> Conformations:
+    """Read a PDB or mmCIF file (every model becomes a frame) with gemmi.
+
+    Raises :class:`InputError` when the file is missing or unreadable, when models differ in atom
+    count, or when no atom matches the selection.
+    """
+    import gemmi
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        st = gemmi.read_structure(str(path))
+    except Exception as exc:
+        raise InputError(path, f"not a readable PDB/mmCIF file ({str(exc).splitlines()[0]})") from None
+    if len(st) == 0:
+        raise InputError(path, "contains no model")
+    st.remove_alternative_conformations()
+    frames, meta = [], None
+    for model in st:
+        rows, xyz = [], []
+        for chain in model:
+            for res in chain:
+                for atom in res:
+                    rows.append((atom.name, res.name, res.seqid.num, chain.name,
+                                 _element_for(atom.name, res.name, atom.element.name if atom.element else "")))
+                    xyz.append((atom.pos.x, atom.pos.y, atom.pos.z))
+        if meta is None:
+            meta = rows
+        elif len(rows) != len(meta):
+            raise InputError(path, f"model {model.num} has {len(rows)} atoms, the first has {len(meta)}")
+        frames.append(np.asarray(xyz, dtype=np.float64).reshape(-1, 3))
+    if not meta:
+        raise InputError(path, "contains no atoms")
+    names, resnames, resids, chains, elements = (np.asarray(c) for c in zip(*meta))
+    mask = _select_mask(names, resnames, elements, selection, path)
+    coords = np.stack(frames)[:, mask]
+    return Conformations(coords, names[mask], resnames[mask], resids[mask].astype(int), chains[mask],
+                         elements[mask], f"{path.name} ({selection})", np.arange(len(frames)))
+
+
+def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, selection: str = "ca",
+                    frames=None, stride: int = 1) -> Conformations:
+    """Read an MD trajectory with MDAnalysis.
+
+    Args:
+        topology: PSF / PDB / GRO / PRMTOP / TPR file.
+        trajectory: DCD / XTC / TRR / NetCDF file (None: the topology's own coordinates).
+        selection: ``"ca"``, ``"heavy"`` or ``"all"``.
+        frames: explicit frame indices (0-based), else every ``stride``-th frame.
+    """
+    import warnings
+
+    import MDAnalysis as mda
+    topology = Path(topology)
+    for p in (topology, trajectory):
+        if p is not None and not Path(p).exists():
+            raise InputError(p, "file not found")
+    if stride < 1:
+        raise InputError("--stride", f"must be ≥ 1, got {stride}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            u = mda.Universe(str(topology), str(trajectory)) if trajectory else mda.Universe(str(topology))
+    except Exception as exc:
+        where = trajectory if trajectory else topology
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(where, f"cannot be read with topology {Path(topology).name} ({msg})") from None
+    atoms = u.atoms
+    try:
+        raw_el = atoms.elements
+    except Exception:
+        raw_el = np.array([""] * len(atoms))
+    elements = np.array([_element_for(a, r, e) for a, r, e in zip(atoms.names, atoms.resnames, raw_el)])
+    mask = _select_mask(atoms.names, atoms.resnames, elements, selection, topology)
+    sel = atoms[mask]
+    n = len(u.trajectory)
+    idx = np.arange(0, n, stride) if frames is None else np.asarray(frames, dtype=int)
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
+        raise InputError(trajectory or topology, f"frame selection out of range (trajectory has {n} frames)")
+    coords = np.empty((len(idx), len(sel), 3))
+    for k, f in enumerate(idx):
+        u.trajectory[int(f)]
+        coords[k] = sel.positions
+    chains = sel.segids if hasattr(sel, "segids") else np.array([""] * len(sel))
+    src = f"{topology.name}" + (f" + {Path(trajectory).name}" if trajectory else "") + f" ({selection})"
+    return Conformations(coords, np.asarray(sel.names), np.asarray(sel.resnames), np.asarray(sel.resids),
+                         np.asarray(chains), elements[mask], src, idx)
+
+
+def read_structure(path: str | Path, topology: str | Path | None = None, selection: str = "ca",
+                   frames=None, stride: int = 1) -> Conformations:
+    """Read any supported model or trajectory, choosing the reader by suffix.
+
+    ``path`` is a PDB/mmCIF (gemmi) unless it is a trajectory (DCD/XTC/TRR/NetCDF), which needs
+    ``topology``. Frame selection applies to both.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TRAJ_SUFFIXES:
+        if topology is None:
+            raise InputError(path, "a trajectory needs a topology (--topology PSF/PDB/GRO)")
+        return read_trajectory(topology, path, selection, frames, stride)
+    if suffix in {".pdb", ".ent", ".cif", ".mmcif"} or path.name.lower().endswith((".pdb.gz", ".cif.gz")):
+        conf = read_model(path, selection)
+    elif suffix in TOPOLOGY_SUFFIXES:
+        return read_trajectory(path, None, selection, frames, stride)
+    else:
+        raise InputError(path, f"unknown model type {suffix!r} (expected PDB, mmCIF, or a trajectory "
+                               "DCD/XTC/TRR with --topology)")
+    idx = np.arange(0, conf.n_frames, stride) if frames is None else np.asarray(frames, dtype=int)
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= conf.n_frames:
+        raise InputError(path, f"frame selection out of range (file has {conf.n_frames} models)")
+    conf.coords, conf.frames = conf.coords[idx], idx
+    return conf
+
+
+def write_pdb(path: str | Path, conf: Conformations, bfactors: np.ndarray | None = None) -> None:
+    """Write the frames as a multi-model PDB (atomic; B-factor column from ``bfactors`` ``(A,)``)."""
+    from .atomic import atomic_path
+    lines = []
+    bf = np.zeros(conf.n_atoms) if bfactors is None else np.asarray(bfactors, dtype=float)
+    for m, xyz in enumerate(conf.coords, start=1):
+        lines.append(f"MODEL     {m:4d}")
+        for i, (x, y, z) in enumerate(xyz):
+            name = str(conf.names[i])
+            name = f" {name:<3s}" if len(name) < 4 else name[:4]
+            chain = (str(conf.chains[i]) or "A")[:1]
+            lines.append(f"ATOM  {(i + 1) % 100000:5d} {name:4s} {str(conf.resnames[i])[:3]:>3s} {chain}"
+                         f"{int(conf.resids[i]) % 10000:4d}    {x:8.3f}{y:8.3f}{z:8.3f}{1.0:6.2f}{bf[i]:6.2f}"
+                         f"          {str(conf.elements[i])[:2]:>2s}")
+        lines.append("ENDMDL")
+    lines.append("END")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,166 @@
+"""MRC maps and MRCS stacks (via mrcfile), validated on read and written atomically.
+
+Volumes are ``(D, D, D)`` float32 indexed ``[z, y, x]``; stacks are ``(N, D, D)`` indexed ``[n, y, x]``.
+The voxel size in the header is the pixel size in Å; the origin is written as 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError
+
+__all__ = ["read_map", "read_stack", "write_map", "write_stack", "StackWriter", "read_header_apix"]
+
+
+def _open(path: str | Path, mmap: bool):
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected an MRC file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # mrcfile warns on bad headers: treat as errors
+            return (mrcfile.mmap if mmap else mrcfile.open)(path, mode="r", permissive=False)
+    except Exception as exc:  # mrcfile raises ValueError/RuntimeWarning/OSError variously
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"not a readable MRC file ({msg})") from None
+
+
+def _apix(mrc, path) -> float:
+    vs = mrc.voxel_size
+    apix = float(vs.x)
+    if not np.isfinite(apix) or apix <= 0:
+        return 0.0
+    return apix
+
+
+def read_header_apix(path: str | Path) -> float:
+    """Voxel size (Å) in an MRC header; 0.0 when the header does not set one."""
+    with _open(path, mmap=True) as mrc:
+        return _apix(mrc, path)
+
+
+def read_map(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read a volume. Returns ``(array (D, D, D) float32, apix in Å; 0.0 if unset)``."""
+    with _open(path, mmap=False) as mrc:
+        data = np.asarray(mrc.data, dtype=np.float32)
+        apix = _apix(mrc, path)
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3-D map, found shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise InputError(path, "map contains NaN or infinite values")
+    return data, apix
+
+
+def read_stack(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, float]:
+    """Read a particle stack, memory-mapped by default (nothing loaded until indexed).
+
+    Returns ``(array (N, D, D), apix in Å; 0.0 if unset)``. A single 2-D image becomes ``(1, D, D)``.
+    The array stays valid after return (the map keeps the file open until it is garbage collected).
+    """
+    mrc = _open(path, mmap=mmap)
+    data = mrc.data
+    apix = _apix(mrc, path)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or data.shape[1] != data.shape[2]:
+        raise InputError(path, f"expected a stack of square images (N, D, D), found shape {data.shape}")
+    return data, apix
+
+
+def _set_header(mrc, apix: float):
+    mrc.voxel_size = apix
+    mrc.header.origin = (0.0, 0.0, 0.0)
+
+
+def write_map(path: str | Path, volume, apix: float) -> None:
+    """Write a ``(D, D, D)`` volume as float32 with voxel size ``apix`` (Å), atomically."""
+    arr = np.ascontiguousarray(np.asarray(volume, dtype=np.float32))
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(arr)
+            _set_header(mrc, apix)
+
+
+def write_stack(path: str | Path, images, apix: float) -> None:
+    """Write an ``(N, D, D)`` stack (marked as an image stack) atomically."""
+    arr = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(arr)
+            mrc.set_image_stack()
+            _set_header(mrc, apix)
+
+
+class StackWriter:
+    """Write a stack of known size chunk by chunk with bounded memory, atomically.
+
+    Usage::
+
+        with StackWriter("particles.mrcs", n=100_000, D=128, apix=1.5) as w:
+            for chunk in chunks:
+                w.write(chunk)          # (n_chunk, D, D), in order
+
+    Data go to disk with plain sequential writes (no memory map, so resident memory stays at one chunk);
+    header statistics (min, max, mean, rms) are accumulated on the way. The file appears under its name
+    only after every image was written and the context exits cleanly.
+    """
+
+    def __init__(self, path: str | Path, n: int, D: int, apix: float):
+        self.path, self.n, self.D, self.apix = Path(path), int(n), int(D), float(apix)
+        self._pos = 0
+        self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
+
+    def __enter__(self):
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        try:
+            with mrcfile.new_mmap(self._tmp, shape=(self.n, self.D, self.D), mrc_mode=2,
+                                  overwrite=True) as mrc:
+                mrc.set_image_stack()
+                _set_header(mrc, self.apix)
+                self._offset = 1024 + int(mrc.header.nsymbt)
+            self._file = open(self._tmp, "r+b")
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def write(self, chunk) -> None:
+        """Append ``(k, D, D)`` images."""
+        chunk = np.ascontiguousarray(np.asarray(chunk, dtype=np.float32))
+        k = chunk.shape[0]
+        if chunk.shape[1:] != (self.D, self.D):
+            raise ValueError(f"{self.path}: chunk of shape {chunk.shape}, expected (k, {self.D}, {self.D})")
+        if self._pos + k > self.n:
+            raise ValueError(f"{self.path}: writing past the declared {self.n} images")
+        self._file.seek(self._offset + self._pos * self.D * self.D * 4)
+        self._file.write(chunk.tobytes())
+        self._pos += k
+        self._min = min(self._min, float(chunk.min()))
+        self._max = max(self._max, float(chunk.max()))
+        c64 = chunk.astype(np.float64)
+        self._sum += float(c64.sum())
+        self._sumsq += float((c64 * c64).sum())
+
+    def __exit__(self, exc_type, exc, tb):
+        self._file.close()
+        if exc_type is None and self._pos != self.n:
+            exc = ValueError(f"{self.path}: wrote {self._pos} of {self.n} images")
+            self._ctx.__exit__(ValueError, exc, None)
+            raise exc
+        if exc_type is None:
+            npx = self.n * self.D * self.D
+            mean = self._sum / npx
+            with mrcfile.mmap(self._tmp, mode="r+") as mrc:
+                mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = self._min, self._max, mean
+                mrc.header.rms = float(np.sqrt(max(self._sumsq / npx - mean * mean, 0.0)))
+        self._ctx.__exit__(exc_type, exc, tb)
+        return False

@@ -1,0 +1,259 @@
+"""RELION particle STAR files (3.0, 3.1 and 5; read via starfile), normalised to one table.
+
+Reading gives a :class:`ParticleTable`: one row per particle with the optics-group columns merged in
+(``rlnVoltage``, ``rlnSphericalAberration``, ``rlnAmplitudeContrast``, ``rlnImagePixelSize``,
+``rlnImageSize``), shifts in Å (``rlnOriginXAngst/YAngst``; RELION 3.0's pixel shifts are converted),
+and helpers that turn columns into poses, CTF parameters and image locations. Writing produces a
+RELION 3.1 file with ``data_optics`` and ``data_particles`` blocks.
+
+Meaning of the columns (CONVENTIONS.md): Euler angles ZYZ in degrees with ``R = Rz(psi) Ry(tilt) Rz(rot)``;
+``rlnOriginX/YAngst`` is the shift that, applied to the particle image, centres the particle; defoci in Å;
+``rlnDefocusAngle`` and ``rlnPhaseShift`` in degrees; images ``k@stack.mrcs`` with ``k`` 1-based.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+from .errors import InputError
+
+__all__ = ["ParticleTable", "read_star", "write_star", "split_image_names", "OPTICS_COLUMNS"]
+
+OPTICS_COLUMNS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
+                  "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality")
+POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
+               "rlnAmplitudeContrast")
+
+
+def split_image_names(names, where=None) -> tuple[np.ndarray, np.ndarray]:
+    """``"k@path"`` strings → ``(indices 0-based int64, paths str)``. A bare path means image 1."""
+    idx = np.empty(len(names), dtype=np.int64)
+    paths = np.empty(len(names), dtype=object)
+    for i, name in enumerate(names):
+        name = str(name)
+        if "@" in name:
+            k, p = name.split("@", 1)
+            try:
+                idx[i] = int(k) - 1
+            except ValueError:
+                raise InputError(where, f"bad rlnImageName {name!r} in row {i + 1}") from None
+        else:
+            idx[i], p = 0, name
+        paths[i] = p
+    if (idx < 0).any():
+        raise InputError(where, "rlnImageName index must be ≥ 1")
+    return idx, paths
+
+
+@dataclass
+class ParticleTable:
+    """Particles of a STAR file, one row each, with optics merged in.
+
+    Attributes:
+        particles: DataFrame with every particle column plus the optics columns of its group.
+        optics: DataFrame of optics groups (one synthesised group for RELION 3.0 files).
+        path: the file read (image paths are relative to its folder unless absolute).
+    """
+
+    particles: pd.DataFrame
+    optics: pd.DataFrame
+    path: Path | None = None
+    extra_blocks: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+    def require(self, columns, what: str) -> None:
+        """Raise a one-line :class:`InputError` naming the missing columns (needed for ``what``)."""
+        missing = [c for c in columns if c not in self.particles.columns]
+        if missing:
+            raise InputError(self.path, f"missing column(s) {', '.join(missing)} needed for {what}")
+
+    @property
+    def apix(self) -> np.ndarray:
+        """``(N,)`` pixel sizes in Å."""
+        self.require(["rlnImagePixelSize"], "the pixel size")
+        return self.particles["rlnImagePixelSize"].to_numpy(dtype=np.float64)
+
+    @property
+    def box(self) -> np.ndarray:
+        """``(N,)`` image sizes in pixels (0 where the file does not say)."""
+        if "rlnImageSize" not in self.particles:
+            return np.zeros(len(self), dtype=np.int64)
+        return self.particles["rlnImageSize"].to_numpy(dtype=np.int64)
+
+    def has_poses(self) -> bool:
+        return all(c in self.particles.columns for c in POSE_COLUMNS)
+
+    def euler_deg(self) -> np.ndarray:
+        """``(N, 3)`` (rot, tilt, psi) in degrees; missing rot/psi default to 0 only if tilt exists."""
+        self.require(POSE_COLUMNS, "poses")
+        return self.particles[list(POSE_COLUMNS)].to_numpy(dtype=np.float64)
+
+    def rotations(self):
+        """``(N, 3, 3)`` float64 torch pose matrices from the Euler angles."""
+        import torch
+
+        from ..geometry.rotations import euler_to_matrix
+        return euler_to_matrix(torch.as_tensor(np.deg2rad(self.euler_deg())))
+
+    def shifts_angst(self) -> np.ndarray:
+        """``(N, 2)`` (rlnOriginXAngst, rlnOriginYAngst) in Å; zeros when absent."""
+        cols = ["rlnOriginXAngst", "rlnOriginYAngst"]
+        if not all(c in self.particles for c in cols):
+            return np.zeros((len(self), 2))
+        return self.particles[cols].to_numpy(dtype=np.float64)
+
+    def ctf_params(self):
+        """:class:`cryoscape.physics.ctf.CTFParams` of every particle (angles converted to radians)."""
+        from ..physics.ctf import CTFParams
+        self.require(CTF_COLUMNS, "the CTF")
+        p = self.particles
+        get = lambda c, d=0.0: p[c].to_numpy(dtype=np.float64) if c in p else np.full(len(p), d)  # noqa: E731
+        return CTFParams(get("rlnDefocusU"), get("rlnDefocusV"), np.deg2rad(get("rlnDefocusAngle")),
+                         get("rlnVoltage"), get("rlnSphericalAberration"), get("rlnAmplitudeContrast"),
+                         np.deg2rad(get("rlnPhaseShift")), get("rlnCtfBfactor"))
+
+    def image_locations(self, datadir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices 0-based, resolved stack paths)`` of every particle's image.
+
+        A relative stack path is looked up relative to the STAR file's folder, then the working folder;
+        with ``datadir``, first ``datadir/path`` and then ``datadir/<file name>`` (for projects moved
+        between machines). Raises :class:`InputError` naming the first stack that cannot be found.
+        """
+        self.require(["rlnImageName"], "the images")
+        idx, paths = split_image_names(self.particles["rlnImageName"].to_numpy(), self.path)
+        base = self.path.parent if self.path is not None else Path(".")
+        resolved: dict[str, str] = {}
+        for p in dict.fromkeys(paths):
+            cands = []
+            pp = Path(p)
+            if datadir is not None:
+                cands += [Path(datadir) / pp, Path(datadir) / pp.name]
+            cands += [pp] if pp.is_absolute() else [base / pp, pp]
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit is None:
+                hint = " (use --datadir to say where the stacks are)" if datadir is None else ""
+                raise InputError(self.path, f"image stack {p} not found{hint}")
+            resolved[p] = str(hit)
+        return idx, np.array([resolved[p] for p in paths], dtype=object)
+
+
+def _read_blocks(path: Path) -> dict:
+    import starfile
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnImageName",
+                                                                         "rlnMicrographName"])
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"not a readable STAR file ({msg})") from None
+    blocks = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    if not blocks:
+        raise InputError(path, "no data block with a loop found (not a particle STAR file)")
+    return blocks
+
+
+def read_star(path: str | Path, apix: float | None = None) -> ParticleTable:
+    """Read a RELION 3.0 / 3.1 / 5 particle STAR file.
+
+    Args:
+        path: the ``.star`` file.
+        apix: pixel size (Å) to use when the file has none (RELION 3.0 without detector pixel size);
+            when given it also overrides the file's value.
+    Returns:
+        A :class:`ParticleTable`.
+    """
+    path = Path(path)
+    blocks = _read_blocks(path)
+    optics = blocks.get("optics")
+    if "particles" in blocks:
+        parts = blocks["particles"]
+    else:
+        # RELION 3.0 / other tools: the block that has rlnImageName, else the first one.
+        cands = [k for k, v in blocks.items() if "rlnImageName" in v.columns and k != "optics"]
+        parts = blocks[cands[0]] if cands else next(v for k, v in blocks.items() if k != "optics")
+    parts = parts.copy()
+    if len(parts) == 0:
+        raise InputError(path, "the particle block is empty")
+    if optics is not None:
+        if "rlnOpticsGroup" not in optics.columns:
+            raise InputError(path, "data_optics block has no rlnOpticsGroup column")
+        if "rlnOpticsGroup" not in parts.columns:
+            if len(optics) != 1:
+                raise InputError(path, "particles have no rlnOpticsGroup but there are several optics groups")
+            parts["rlnOpticsGroup"] = optics["rlnOpticsGroup"].iloc[0]
+        known = set(optics["rlnOpticsGroup"].tolist())
+        unknown = set(parts["rlnOpticsGroup"].tolist()) - known
+        if unknown:
+            raise InputError(path, f"particles refer to undefined optics group(s) {sorted(unknown)}")
+        dup = [c for c in optics.columns if c in parts.columns and c != "rlnOpticsGroup"]
+        merged = parts.drop(columns=dup).merge(optics, on="rlnOpticsGroup", how="left", sort=False)
+        merged.index = parts.index
+        # Particle-level values win over the optics group's (RELION allows both).
+        for c in dup:
+            merged[c] = parts[c].to_numpy()
+        parts = merged
+    else:
+        optics = _optics_from_v30(parts, path)
+        if "rlnImagePixelSize" not in parts and len(optics) and "rlnImagePixelSize" in optics:
+            parts["rlnImagePixelSize"] = optics["rlnImagePixelSize"].iloc[0]
+        if "rlnOpticsGroup" not in parts:
+            parts["rlnOpticsGroup"] = 1
+    if apix is not None:
+        if not (apix > 0 and math.isfinite(apix)):
+            raise InputError("--apix", f"pixel size must be > 0, got {apix}")
+        parts["rlnImagePixelSize"] = float(apix)
+        optics = optics.copy()
+        optics["rlnImagePixelSize"] = float(apix)
+    # RELION 3.0 pixel shifts → Å.
+    for ax in "XY":
+        if f"rlnOrigin{ax}Angst" not in parts and f"rlnOrigin{ax}" in parts:
+            if "rlnImagePixelSize" not in parts:
+                raise InputError(path, f"rlnOrigin{ax} is in pixels but the pixel size is unknown (give --apix)")
+            parts[f"rlnOrigin{ax}Angst"] = parts[f"rlnOrigin{ax}"] * parts["rlnImagePixelSize"]
+    num = parts.select_dtypes(include=[np.number])
+    bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64)).all()]
+    if bad:
+        raise InputError(path, f"non-finite values (NaN/inf) in column(s) {', '.join(bad)}")
+    if "rlnImagePixelSize" in parts and (parts["rlnImagePixelSize"] <= 0).any():
+        raise InputError(path, "pixel size must be > 0")
+    extra = {k: v for k, v in blocks.items() if k not in ("optics", "particles")}
+    return ParticleTable(parts.reset_index(drop=True), optics.reset_index(drop=True), path, extra)
+
+
+def _optics_from_v30(parts: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """One synthetic optics group from a RELION 3.0 table (values of the first particle)."""
+    row = {"rlnOpticsGroup": 1, "rlnOpticsGroupName": "opticsGroup1"}
+    for c in ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"):
+        if c in parts:
+            row[c] = float(parts[c].iloc[0])
+    if "rlnImagePixelSize" in parts:
+        row["rlnImagePixelSize"] = float(parts["rlnImagePixelSize"].iloc[0])
+    elif "rlnDetectorPixelSize" in parts and "rlnMagnification" in parts:
+        apix = parts["rlnDetectorPixelSize"] * 1e4 / parts["rlnMagnification"]
+        parts["rlnImagePixelSize"] = apix
+        row["rlnImagePixelSize"] = float(apix.iloc[0])
+    return pd.DataFrame([row])
+
+
+def write_star(path: str | Path, particles: pd.DataFrame, optics: pd.DataFrame) -> None:
+    """Write a RELION 3.1 particle STAR (``data_optics`` + ``data_particles``) atomically.
+
+    Optics columns are dropped from the particle block (they live in ``data_optics``).
+    """
+    import starfile
+    if "rlnOpticsGroup" not in optics.columns:
+        raise ValueError("optics table needs rlnOpticsGroup")
+    optics_cols = [c for c in optics.columns if c != "rlnOpticsGroup"]
+    parts = particles.drop(columns=[c for c in optics_cols if c in particles.columns])
+    with atomic_path(path) as tmp:
+        starfile.write({"optics": optics, "particles": parts}, tmp, overwrite=True, float_format="%.6f")

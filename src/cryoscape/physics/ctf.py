@@ -1,0 +1,102 @@
+"""Contrast transfer function of the microscope (RELION's sign and formula; CONVENTIONS.md).
+
+- Relativistic electron wavelength: ``λ = 12.2643247 / sqrt(V + 0.978466e-6 V²)`` Å, ``V`` in volts.
+- Defocus at azimuth ``α`` of the frequency vector (counter-clockwise from +x):
+  ``Δf(α) = (ΔfU + ΔfV)/2 + (ΔfU − ΔfV)/2 · cos(2(α − α_ast))``; positive = underfocus, Å.
+- Phase: ``χ(s) = π λ Δf s² − (π/2) Cs λ³ s⁴ + φ``, ``Cs`` in Å, ``φ`` the phase-plate shift (radians).
+- ``CTF(s) = [sqrt(1 − w²) sin χ + w cos χ] · exp(−B s² / 4)``: ``CTF(0) = +w`` (for ``φ = 0``) and the
+  first lobe is positive, so protein stays white at low resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["electron_wavelength", "ctf_2d", "ctf_from_params", "CTFParams"]
+
+
+def electron_wavelength(voltage_kv: float | torch.Tensor) -> float | torch.Tensor:
+    """Relativistic electron wavelength in Å for an acceleration voltage in kV."""
+    v = voltage_kv * 1e3
+    if isinstance(v, torch.Tensor):
+        return 12.2643247 / torch.sqrt(v + 0.978466e-6 * v * v)
+    return 12.2643247 / math.sqrt(v + 0.978466e-6 * v * v)
+
+
+def ctf_2d(kx: torch.Tensor, ky: torch.Tensor, defocus_u: torch.Tensor, defocus_v: torch.Tensor,
+           angle_ast: torch.Tensor, voltage_kv: torch.Tensor | float, cs_mm: torch.Tensor | float,
+           amp_contrast: torch.Tensor | float, phase_shift: torch.Tensor | float = 0.0,
+           bfactor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Evaluate the CTF on a frequency grid for a batch of micrographs.
+
+    Args:
+        kx, ky: frequency grids in 1/Å, shape ``(H, W)`` (any layout, e.g. from ``rfreq_grid_2d``).
+        defocus_u, defocus_v: ``(N,)`` defoci in Å (positive underfocus).
+        angle_ast: ``(N,)`` astigmatism azimuth ``α_ast`` in radians (direction of ``ΔfU``).
+        voltage_kv, cs_mm, amp_contrast: scalars or ``(N,)``: kV, mm, fraction ``w``.
+        phase_shift: scalar or ``(N,)`` in radians. bfactor: scalar or ``(N,)`` in Å².
+    Returns:
+        ``(N, H, W)`` real CTF values.
+    """
+    dtype, device = kx.dtype, kx.device
+
+    def col(x):
+        return torch.as_tensor(x, dtype=dtype, device=device).reshape(-1, 1, 1)
+
+    dfu, dfv, ang = col(defocus_u), col(defocus_v), col(angle_ast)
+    lam = electron_wavelength(col(voltage_kv))
+    cs = col(cs_mm) * 1e7
+    w = col(amp_contrast)
+    s2 = (kx * kx + ky * ky)[None]
+    alpha = torch.atan2(ky, kx)[None]
+    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * torch.cos(2 * (alpha - ang))
+    chi = math.pi * lam * df * s2 - 0.5 * math.pi * cs * lam ** 3 * s2 * s2 + col(phase_shift)
+    ctf = torch.sqrt(1 - w * w) * torch.sin(chi) + w * torch.cos(chi)
+    b = col(bfactor)
+    if bool((b != 0).any()):
+        ctf = ctf * torch.exp(-b * s2 / 4)
+    return ctf
+
+
+def _as_numpy(v) -> np.ndarray:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    return np.array(v, dtype=np.float64)
+
+
+class CTFParams:
+    """Per-particle CTF parameters as tensors of shape ``(N,)``.
+
+    Units as in STAR files except angles: defoci Å, ``angle_ast`` radians, kV, Cs mm, ``w`` fraction,
+    ``phase_shift`` radians, ``bfactor`` Å².
+    """
+
+    fields = ("defocus_u", "defocus_v", "angle_ast", "voltage_kv", "cs_mm", "amp_contrast",
+              "phase_shift", "bfactor")
+
+    def __init__(self, defocus_u, defocus_v, angle_ast, voltage_kv, cs_mm, amp_contrast,
+                 phase_shift=0.0, bfactor=0.0):
+        n = _as_numpy(defocus_u).size
+        vals = dict(defocus_u=defocus_u, defocus_v=defocus_v, angle_ast=angle_ast, voltage_kv=voltage_kv,
+                    cs_mm=cs_mm, amp_contrast=amp_contrast, phase_shift=phase_shift, bfactor=bfactor)
+        for k, v in vals.items():
+            t = torch.as_tensor(_as_numpy(v)).reshape(-1)
+            setattr(self, k, t.expand(n).clone() if t.numel() == 1 else t)
+            if getattr(self, k).numel() != n:
+                raise ValueError(f"CTF parameter {k} has {t.numel()} values, expected {n}")
+
+    def __len__(self) -> int:
+        return self.defocus_u.numel()
+
+    def subset(self, index) -> "CTFParams":
+        """Parameters of the particles at ``index`` (slice, list or tensor)."""
+        return CTFParams(**{k: getattr(self, k)[index] for k in self.fields})
+
+
+def ctf_from_params(params: CTFParams, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """:func:`ctf_2d` for a :class:`CTFParams` batch; returns ``(N, H, W)`` in ``kx``'s dtype."""
+    return ctf_2d(kx, ky, params.defocus_u, params.defocus_v, params.angle_ast, params.voltage_kv,
+                  params.cs_mm, params.amp_contrast, params.phase_shift, params.bfactor)

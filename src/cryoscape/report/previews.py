@@ -1,0 +1,77 @@
+"""Preview images of a simulation: the stages of image formation and the CTF of a few defoci."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["simulation_previews"]
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: float, n_show: int = 4,
+                        gen_seed: int = 0) -> list[Path]:
+    """Write ``stages.png`` (projection → after CTF → after noise, ``n_show`` particles) and ``ctf.png``.
+
+    Returns the paths written.
+    """
+    from ..data.simulate import render_images
+    from ..physics.ctf import CTFParams, ctf_2d
+    from ..physics.fourier import freq_grid_2d
+    plt = _figure()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    k = min(n_show, cfg.n_images)
+    clean, proj = render_images(plan, source, slice(0, k), cfg.ctf, stages=True)
+    gen = torch.Generator().manual_seed(gen_seed)
+    noisy = clean + noise_sigma * torch.randn(clean.shape, generator=gen)
+    rows = [("projection", proj), ("after CTF", clean), ("after noise", noisy)]
+    fig, axes = plt.subplots(3, k, figsize=(2.2 * k, 6.8), squeeze=False)
+    for r, (title, imgs) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(imgs[c].numpy(), cmap="gray", origin="lower")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(title)
+            if r == 0:
+                df = float(plan.ctf.defocus_u[c]) / 1e4
+                ax.set_title(f"#{c + 1}  Δf {df:.2f} µm", fontsize=8)
+    fig.suptitle(f"{plan.box} px, {plan.apix:.3g} Å/px, SNR {cfg.snr:g}", fontsize=10)
+    fig.tight_layout()
+    stages = folder / "stages.png"
+    fig.savefig(stages, dpi=100)
+    plt.close(fig)
+
+    D, apix = plan.box, plan.apix
+    ky, kx = freq_grid_2d(D, apix, dtype=torch.float64)
+    defoci = np.linspace(cfg.defocus_min_um, cfg.defocus_max_um, 3) * 1e4
+    p = CTFParams(defoci, defoci, np.zeros(3), cfg.voltage_kv, cfg.cs_mm, cfg.amp_contrast,
+                  np.deg2rad(cfg.phase_shift_deg), cfg.bfactor)
+    ctf = ctf_2d(kx, ky, p.defocus_u, p.defocus_v, p.angle_ast, p.voltage_kv, p.cs_mm, p.amp_contrast,
+                 p.phase_shift, p.bfactor)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3))
+    s = torch.linspace(0, 1 / (2 * apix), 600, dtype=torch.float64)  # fine 1-D profile to Nyquist
+    prof = ctf_2d(s[None], torch.zeros_like(s)[None], p.defocus_u, p.defocus_v, p.angle_ast, p.voltage_kv,
+                  p.cs_mm, p.amp_contrast, p.phase_shift, p.bfactor)[:, 0]
+    for i in range(3):
+        axes[i].imshow(ctf[i].numpy(), cmap="RdBu_r", vmin=-1, vmax=1, origin="lower")
+        axes[i].set_title(f"CTF on the {D}² grid, Δf {defoci[i] / 1e4:.2f} µm", fontsize=8)
+        axes[i].set_xticks([]), axes[i].set_yticks([])
+        axes[3].plot(s.numpy(), prof[i].numpy(), lw=0.8, label=f"{defoci[i] / 1e4:.2f} µm")
+    axes[3].set_xlabel("spatial frequency (1/Å)")
+    axes[3].axhline(0, color="k", lw=0.5)
+    axes[3].legend(fontsize=7)
+    fig.tight_layout()
+    ctf_png = folder / "ctf.png"
+    fig.savefig(ctf_png, dpi=100)
+    plt.close(fig)
+    return [stages, ctf_png]
