@@ -19,18 +19,58 @@ __all__ = ["read_map", "read_stack", "write_map", "write_stack", "StackWriter", 
 
 
 def _open(path: str | Path, mmap: bool):
+    """Open an MRC file read-only. Files from older tools that lack the ``MAP`` id string are accepted
+    when their header and data size are consistent (mrcfile's permissive mode); anything else is an
+    :class:`InputError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a folder, expected an MRC file")
+    if path.stat().st_size < 1024:
+        raise InputError(path, "not an MRC file (shorter than the 1024-byte header)")
+    opener = mrcfile.mmap if mmap else mrcfile.open
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # mrcfile warns on bad headers: treat as errors
-            return (mrcfile.mmap if mmap else mrcfile.open)(path, mode="r", permissive=False)
-    except Exception as exc:  # mrcfile raises ValueError/RuntimeWarning/OSError variously
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(path, f"not a readable MRC file ({msg})") from None
+            warnings.simplefilter("error")
+            return opener(path, mode="r", permissive=False)
+    except Exception as exc:
+        strict_msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    header_problem = _header_problem(path)
+    if header_problem:
+        raise InputError(path, f"not a readable MRC file ({header_problem})")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mrc = opener(path, mode="r", permissive=True)
+    except Exception:
+        raise InputError(path, f"not a readable MRC file ({strict_msg})") from None
+    tolerated = ("map id", "machine stamp", "rms", "exttyp", "nversion")
+    problems = [str(w.message).splitlines()[0] for w in caught]
+    if mrc.data is None or any(not any(t in p.lower() for t in tolerated) for p in problems):
+        mrc.close()
+        raise InputError(path, f"not a readable MRC file ({problems[0] if problems else strict_msg})")
+    return mrc
+
+
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2}
+
+
+def _header_problem(path: Path) -> str | None:
+    """Check the raw 1024-byte header: positive sizes, a known mode, and a file long enough."""
+    header = np.fromfile(path, dtype=np.int32, count=256)
+    if header.size < 256:
+        return "shorter than the 1024-byte header"
+    for h in (header, header.byteswap()):  # either byte order
+        nx, ny, nz, mode = (int(v) for v in h[:4])
+        if mode in _MODE_BYTES and nx > 0 and ny > 0 and nz > 0:
+            nsymbt = int(h[23])
+            expected = 1024 + max(nsymbt, 0) + nx * ny * nz * _MODE_BYTES[mode]
+            size = path.stat().st_size
+            if size < expected:
+                return f"truncated: {size} bytes, the header describes {expected}"
+            return None
+    return "the header does not describe an image (bad sizes or data mode)"
 
 
 def _apix(mrc, path) -> float:

@@ -245,15 +245,36 @@ def _optics_from_v30(parts: pd.DataFrame, path: Path) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def _format_column(values: pd.Series) -> list[str]:
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return [str(int(v)) for v in values]
+    if pd.api.types.is_float_dtype(values):
+        return [f"{v:.6f}" for v in values]
+    out = []
+    for v in values.astype(str):
+        out.append(f'"{v}"' if (not v or any(ch.isspace() for ch in v)) else v)
+    return out
+
+
+def _block_text(name: str, df: pd.DataFrame) -> str:
+    lines = [f"data_{name}", "", "loop_"]
+    lines += [f"_{c} #{i + 1}" for i, c in enumerate(df.columns)]
+    cols = [_format_column(df[c]) for c in df.columns]
+    lines += ["\t".join(row) for row in zip(*cols)]
+    return "\n".join(lines) + "\n\n"
+
+
 def write_star(path: str | Path, particles: pd.DataFrame, optics: pd.DataFrame) -> None:
     """Write a RELION 3.1 particle STAR (``data_optics`` + ``data_particles``) atomically.
 
-    Optics columns are dropped from the particle block (they live in ``data_optics``).
+    Optics columns are dropped from the particle block (they live in ``data_optics``). The text is a
+    pure function of the tables (no time stamp), so equal inputs give byte-identical files.
     """
-    import starfile
     if "rlnOpticsGroup" not in optics.columns:
         raise ValueError("optics table needs rlnOpticsGroup")
     optics_cols = [c for c in optics.columns if c != "rlnOpticsGroup"]
     parts = particles.drop(columns=[c for c in optics_cols if c in particles.columns])
+    text = "# version 30001 (written by cryoscape)\n\n" + _block_text("optics", optics) \
+        + "# version 30001\n\n" + _block_text("particles", parts)
     with atomic_path(path) as tmp:
-        starfile.write({"optics": optics, "particles": parts}, tmp, overwrite=True, float_format="%.6f")
+        Path(tmp).write_text(text)
