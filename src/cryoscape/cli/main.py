@@ -15,12 +15,17 @@ app.command("simulate")(_simulate.simulate)
 app.command("demo")(_simulate.demo)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    if version:
+def _print_version(value: bool):
+    if value:
         from .. import __version__
-        typer.echo(__version__)
+        typer.echo(f"cryoscape {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,7 +118,7 @@ class AtomSource:
         c = np.asarray(coords, dtype=np.float64)
         if c.ndim == 2:
             c = c[None]
-        self.coords = torch.as_tensor(c - c.mean(axis=1, keepdims=True))
+        self.coords = torch.from_numpy(c - c.mean(axis=1, keepdims=True))
         self.sigma = float(sigma)
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.n_conformations = c.shape[0]
@@ -143,7 +143,7 @@ class MapSource:
     n_conformations = 1
 
     def __init__(self, volume: np.ndarray, apix: float):
-        self.volume = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+        self.volume = torch.as_tensor(np.array(volume, dtype=np.float32))
         self.apix = float(apix)
         self.D = self.volume.shape[-1]
         self._projector = None
@@ -263,6 +263,18 @@ def clean_variance(plan: SimulationPlan, source, cfg: SimulationConfig, progress
     return rv.variance
 
 
+def _truth_conformations(source: AtomSource, meta, frame_ids):
+    """The centred coordinates actually rendered, with atom names from ``meta`` (Cα-like if None)."""
+    from ..io.models import Conformations
+    coords = source.coords.numpy()
+    A = coords.shape[1]
+    if meta is not None and meta.n_atoms == A:
+        return Conformations(coords, meta.names, meta.resnames, meta.resids, meta.chains, meta.elements,
+                             meta.source, frame_ids)
+    return Conformations(coords, np.array(["CA"] * A), np.array(["ALA"] * A), np.arange(1, A + 1),
+                         np.array(["A"] * A), np.array(["C"] * A), "atoms", frame_ids)
+
+
 def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, source_info: dict | None = None,
                        frame_ids: np.ndarray | None = None, truth_models=None, overwrite: bool = False,
                        show_progress: bool = True, previews: bool = True) -> dict:
@@ -346,8 +358,8 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
         write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
         if isinstance(source, MapSource):
             write_map(tmp / "truth" / "volume.mrc", source.volume.numpy(), source.apix)
-        elif truth_models is not None:
-            write_pdb(tmp / "truth" / "models.pdb", truth_models)
+        else:
+            write_pdb(tmp / "truth" / "models.pdb", _truth_conformations(source, truth_models, plan.frame_ids))
         wall = time.perf_counter() - t0
         summary = {
             "n_images": n, "box_px": D, "apix_A": apix, "noise_sigma": sigma,

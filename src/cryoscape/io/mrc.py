@@ -116,8 +116,12 @@ def read_stack(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, float]:
 
 
 def _set_header(mrc, apix: float):
+    """Voxel size, zero origin, and a fixed label (no time stamp: equal data give equal files)."""
     mrc.voxel_size = apix
     mrc.header.origin = (0.0, 0.0, 0.0)
+    mrc.header.label[:] = b""
+    mrc.header.label[0] = b"written by cryoscape"
+    mrc.header.nlabl = 1
 
 
 def write_map(path: str | Path, volume, apix: float) -> None:

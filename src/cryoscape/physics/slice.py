@@ -38,7 +38,7 @@ class FourierSliceProjector:
         if volume.shape != (D, D, D):
             raise ValueError(f"volume must be cubic (D, D, D), got {tuple(volume.shape)}")
         self.D, self.apix = D, float(apix)
-        Dp = pad * D + 1  # odd: the centred grid is symmetric, so Hermitian symmetry is exact
+        Dp = pad * D + (1 - (pad * D) % 2)  # odd: a symmetric centred grid, exact Hermitian symmetry
         self.Dp = Dp
         c = Dp // 2
         vp = volume.new_zeros((Dp, Dp, Dp))
@@ -56,7 +56,8 @@ class FourierSliceProjector:
         kx = torch.arange(W, dtype=volume.dtype, device=volume.device)
         kyy, kxx = torch.meshgrid(ky, kx, indexing="ij")
         self._plane = torch.stack([kxx, kyy, torch.zeros_like(kxx)], -1).reshape(H * W, 3)
-        # Image frequency index k (units 1/(D apix)) → padded-grid index c + k·Dp/D → [-1, 1].
+        # Image frequency index k (units 1/(D apix)) → padded-grid index c + k·Dp/D, c = (Dp − 1)/2,
+        # → grid_sample's [-1, 1] (align_corners): (index − c) · 2/(Dp − 1).
         self._scale = (Dp / D) * 2.0 / (Dp - 1)
 
     def project_fourier(self, R: torch.Tensor) -> torch.Tensor:
