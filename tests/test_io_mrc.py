@@ -77,6 +77,14 @@ def test_stack_round_trip(tmp_path):
         np.testing.assert_array_equal(m.data, imgs)
 
 
+def test_read_map_returns_writable_array(tmp_path):
+    path = tmp_path / "w.mrc"
+    write_map(path, np.zeros((4, 4, 4), np.float32), 1.0)
+    vol, _ = read_map(path)
+    vol += 1.0  # e.g. normalising a map in place
+    assert (vol == 1.0).all()
+
+
 def test_single_image_reads_as_stack_of_one(tmp_path):
     img = np.arange(64, dtype=np.float32).reshape(8, 8)
     path = tmp_path / "one.mrc"

@@ -21,12 +21,14 @@ def test_single_atom_projection_is_the_2d_gaussian():
     x = torch.tensor([[4.0, -3.0, 7.0]], dtype=torch.float64)
     R = euler_to_matrix(torch.tensor([[0.4, 1.0, -0.7]], dtype=torch.float64))
     t = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
-    img = project_atoms_real(x, R, sigma, D, apix, t)[0]
+    img = project_atoms_real(x, R, sigma, D, apix, t, truncate=math.inf)[0]
+    windowed = project_atoms_real(x, R, sigma, D, apix, t)[0]  # default: ±6σ window
     c = (R[0] @ x[0])[:2] + t[0]
     g = (torch.arange(D, dtype=torch.float64) - D // 2) * apix
     yy, xx = torch.meshgrid(g, g, indexing="ij")
     ref = torch.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
     assert torch.allclose(img, ref, atol=1e-14)
+    assert float((windowed - ref).abs().max()) < 2e-8 * float(ref.max())
     assert math.isclose(float(img.sum()) * apix ** 2, 1.0, rel_tol=1e-6)  # unit mass
 
 

@@ -26,8 +26,8 @@ import torch
 
 from ..io.errors import InputError
 from ..physics.ctf import CTFParams, ctf_from_params
-from ..physics.fourier import irfft2_centered, rfreq_grid_2d
-from ..physics.gaussian import project_atoms_fourier
+from ..physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
+from ..physics.gaussian import project_atoms_real
 from ..physics.noise import RunningVariance, add_noise, noise_sigma
 from ..physics.shift import phase_ramp
 from ..physics.slice import FourierSliceProjector
@@ -122,6 +122,7 @@ class AtomSource:
         self.sigma = float(sigma)
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.n_conformations = c.shape[0]
+        self._coords32 = None
 
     def radius(self) -> float:
         """Largest atom distance from the centre (Å) over all frames, plus 2σ for the Gaussian tails."""
@@ -129,11 +130,14 @@ class AtomSource:
 
     def render_fourier(self, conf: torch.Tensor, R: torch.Tensor, shifts: torch.Tensor, D: int,
                        apix: float) -> torch.Tensor:
-        """Shifted projections on the rfft half plane, ``(n, D, D//2+1)`` complex64."""
-        coords = self.coords.to(torch.float32)[conf]
+        """Shifted projections (analytic, sampled at pixel centres) on the rfft half plane,
+        ``(n, D, D//2+1)`` complex64."""
+        if self._coords32 is None:
+            self._coords32 = self.coords.to(torch.float32)
         w = None if self.weights is None else self.weights.to(torch.float32)
-        return project_atoms_fourier(coords, R.to(torch.float32), self.sigma, D, apix,
-                                     shifts.to(torch.float32), w)
+        real = project_atoms_real(self._coords32[conf], R.to(torch.float32), self.sigma, D, apix,
+                                  shifts.to(torch.float32), w)
+        return rfft2_centered(real)
 
 
 class MapSource:
@@ -230,22 +234,27 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
 
 
 def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = True,
-                  stages: bool = False):
+                  stages: bool = False, batch: int = 32):
     """Noiseless images of the particles in ``index`` (a slice), ``(n, D, D)`` float32.
 
-    With ``stages`` also returns the projections before the CTF (for previews).
+    Work proceeds in batches of ``batch`` images (small arrays stay in cache). With ``stages`` also
+    returns the projections before the CTF (for previews).
     """
     D, apix = plan.box, plan.apix
-    conf = torch.as_tensor(plan.conformation[index])
-    R = plan.rotations[index]
-    offsets = torch.as_tensor(plan.offsets_A[index])
-    f = source.render_fourier(conf, R, offsets, D, apix)
-    proj = irfft2_centered(f, D) if stages else None
-    if apply_ctf:
-        ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float32)
-        f = f * ctf_from_params(plan.ctf.subset(index), kx, ky)
-    img = irfft2_centered(f, D)
-    return (img, proj) if stages else img
+    ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float32)
+    start, stop, _ = index.indices(len(plan.conformation))
+    imgs, projs = [], []
+    for s in range(start, stop, batch):
+        sl = slice(s, min(stop, s + batch))
+        f = source.render_fourier(torch.as_tensor(plan.conformation[sl]), plan.rotations[sl],
+                                  torch.as_tensor(plan.offsets_A[sl]), D, apix)
+        if stages:
+            projs.append(irfft2_centered(f, D))
+        if apply_ctf:
+            f = f * ctf_from_params(plan.ctf.subset(sl), kx, ky)
+        imgs.append(irfft2_centered(f, D))
+    img = torch.cat(imgs) if imgs else torch.zeros(0, D, D)
+    return (img, torch.cat(projs)) if stages else img
 
 
 def _chunks(n: int, size: int):

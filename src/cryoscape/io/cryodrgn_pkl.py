@@ -5,8 +5,10 @@
 
 How cryoDRGN's arrays relate to ours (checked by the round trips in the tests and benchmarks):
 cryoDRGN's rotation is our pose matrix, ``rot = R`` (it samples the volume's transform at ``k @ rot``,
-i.e. at ``Rᵀ k``; checked against cryoDRGN's toy projections in the tests), and its translation is the
-negative of RELION's origin shift, ``trans = −origin / (D · apix)``.
+i.e. at ``Rᵀ k``; checked against cryoDRGN's toy projections in the tests), and its translation is
+RELION's origin shift in box fractions, ``trans = origin / (D · apix)``: the shift that, applied to the
+image, centres the particle (as cryoDRGN's ``parse_pose_star`` converts it; the interop benchmark's
+``cryodrgn backproject_voxel`` round trip checks the sign).
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def write_ctf_pkl(path: str | Path, ctf: np.ndarray) -> None:
 def poses_from_cryodrgn(rot: np.ndarray, trans: np.ndarray | None, D: int, apix: float):
     """cryoDRGN ``(rot, trans)`` → our ``(R (N, 3, 3), origin shifts (N, 2) in Å)``."""
     R = np.array(rot, dtype=np.float64)
-    shifts = np.zeros((len(rot), 2)) if trans is None else -np.asarray(trans) * D * apix
+    shifts = np.zeros((len(rot), 2)) if trans is None else np.asarray(trans) * D * apix
     return R, shifts
 
 
 def poses_to_cryodrgn(R: np.ndarray, shifts_angst: np.ndarray, D: int, apix: float):
     """Our ``(R, origin shifts in Å)`` → cryoDRGN ``(rot, trans)``."""
-    return np.array(R, dtype=np.float64), -np.asarray(shifts_angst) / (D * apix)
+    return np.array(R, dtype=np.float64), np.asarray(shifts_angst) / (D * apix)

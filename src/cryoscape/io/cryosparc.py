@@ -35,6 +35,8 @@ Poses are **not** converted. cryoSPARC stores ``alignments3D/pose`` as a rotatio
 images and reference map to check them against. They are kept as raw columns ``csPoseRotvec0``,
 ``csPoseRotvec1``, ``csPoseRotvec2`` (radians) and ``csShiftX``, ``csShiftY`` (pixels, as stored), and
 :meth:`ParticleTable.has_poses` is False. Convert them only after checking the convention on data.
+(For reference, cryoDRGN's ``parse_pose_csparc`` takes ``rot = exp(rotvec)ᵀ`` and ``trans = shift / D``;
+that too is unverified here.)
 """
 
 from __future__ import annotations

@@ -157,6 +157,8 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
         where = trajectory if trajectory else topology
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(where, f"cannot be read with topology {Path(topology).name} ({msg})") from None
+    if not hasattr(u, "trajectory"):
+        raise InputError(topology, "has no coordinates; give a trajectory (DCD/XTC/TRR) or a PDB/GRO")
     atoms = u.atoms
     try:
         raw_el = atoms.elements

@@ -90,7 +90,7 @@ def read_header_apix(path: str | Path) -> float:
 def read_map(path: str | Path) -> tuple[np.ndarray, float]:
     """Read a volume. Returns ``(array (D, D, D) float32, apix in Å; 0.0 if unset)``."""
     with _open(path, mmap=False) as mrc:
-        data = np.asarray(mrc.data, dtype=np.float32)
+        data = np.array(mrc.data, dtype=np.float32)  # a writable copy
         apix = _apix(mrc, path)
     if data.ndim != 3:
         raise InputError(path, f"expected a 3-D map, found shape {data.shape}")

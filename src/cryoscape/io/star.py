@@ -93,7 +93,7 @@ class ParticleTable:
         return all(c in self.particles.columns for c in POSE_COLUMNS)
 
     def euler_deg(self) -> np.ndarray:
-        """``(N, 3)`` (rot, tilt, psi) in degrees; missing rot/psi default to 0 only if tilt exists."""
+        """``(N, 3)`` (rot, tilt, psi) in degrees (all three columns required)."""
         self.require(POSE_COLUMNS, "poses")
         return self.particles[list(POSE_COLUMNS)].to_numpy(dtype=np.float64)
 

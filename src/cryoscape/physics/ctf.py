@@ -46,15 +46,18 @@ def ctf_2d(kx: torch.Tensor, ky: torch.Tensor, defocus_u: torch.Tensor, defocus_
     def col(x):
         return torch.as_tensor(x, dtype=dtype, device=device).reshape(-1, 1, 1)
 
+    s2 = kx * kx + ky * ky
+    # cos 2(α − α_ast) = cos 2α cos 2α_ast + sin 2α sin 2α_ast, with cos 2α = (kx² − ky²)/s², sin 2α = 2 kx ky/s²
+    inv = torch.where(s2 > 0, 1 / torch.where(s2 > 0, s2, torch.ones_like(s2)), torch.zeros_like(s2))
+    cos2a, sin2a = (kx * kx - ky * ky) * inv, 2 * kx * ky * inv
     dfu, dfv, ang = col(defocus_u), col(defocus_v), col(angle_ast)
+    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * (cos2a * torch.cos(2 * ang) + sin2a * torch.sin(2 * ang))
     lam = electron_wavelength(col(voltage_kv))
     cs = col(cs_mm) * 1e7
     w = col(amp_contrast)
-    s2 = (kx * kx + ky * ky)[None]
-    alpha = torch.atan2(ky, kx)[None]
-    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * torch.cos(2 * (alpha - ang))
-    chi = math.pi * lam * df * s2 - 0.5 * math.pi * cs * lam ** 3 * s2 * s2 + col(phase_shift)
-    ctf = torch.sqrt(1 - w * w) * torch.sin(chi) + w * torch.cos(chi)
+    # sqrt(1 − w²) sin χ + w cos χ = sin(χ + asin w)
+    chi = (math.pi * lam) * df * s2 - (0.5 * math.pi) * cs * lam ** 3 * (s2 * s2) + col(phase_shift)
+    ctf = torch.sin(chi + torch.asin(w))
     b = col(bfactor)
     if bool((b != 0).any()):
         ctf = ctf * torch.exp(-b * s2 / 4)
