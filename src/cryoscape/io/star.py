@@ -80,14 +80,14 @@ class ParticleTable:
     def apix(self) -> np.ndarray:
         """``(N,)`` pixel sizes in Å."""
         self.require(["rlnImagePixelSize"], "the pixel size")
-        return self.particles["rlnImagePixelSize"].to_numpy(dtype=np.float64)
+        return self.particles["rlnImagePixelSize"].to_numpy(dtype=np.float64, copy=True)
 
     @property
     def box(self) -> np.ndarray:
         """``(N,)`` image sizes in pixels (0 where the file does not say)."""
         if "rlnImageSize" not in self.particles:
             return np.zeros(len(self), dtype=np.int64)
-        return self.particles["rlnImageSize"].to_numpy(dtype=np.int64)
+        return self.particles["rlnImageSize"].to_numpy(dtype=np.int64, copy=True)
 
     def has_poses(self) -> bool:
         return all(c in self.particles.columns for c in POSE_COLUMNS)
@@ -95,7 +95,7 @@ class ParticleTable:
     def euler_deg(self) -> np.ndarray:
         """``(N, 3)`` (rot, tilt, psi) in degrees (all three columns required)."""
         self.require(POSE_COLUMNS, "poses")
-        return self.particles[list(POSE_COLUMNS)].to_numpy(dtype=np.float64)
+        return self.particles[list(POSE_COLUMNS)].to_numpy(dtype=np.float64, copy=True)
 
     def rotations(self):
         """``(N, 3, 3)`` float64 torch pose matrices from the Euler angles."""
@@ -109,14 +109,14 @@ class ParticleTable:
         cols = ["rlnOriginXAngst", "rlnOriginYAngst"]
         if not all(c in self.particles for c in cols):
             return np.zeros((len(self), 2))
-        return self.particles[cols].to_numpy(dtype=np.float64)
+        return self.particles[cols].to_numpy(dtype=np.float64, copy=True)
 
     def ctf_params(self):
         """:class:`cryoscape.physics.ctf.CTFParams` of every particle (angles converted to radians)."""
         from ..physics.ctf import CTFParams
         self.require(CTF_COLUMNS, "the CTF")
         p = self.particles
-        get = lambda c, d=0.0: p[c].to_numpy(dtype=np.float64) if c in p else np.full(len(p), d)  # noqa: E731
+        get = lambda c, d=0.0: p[c].to_numpy(dtype=np.float64, copy=True) if c in p else np.full(len(p), d)  # noqa: E731
         return CTFParams(get("rlnDefocusU"), get("rlnDefocusV"), np.deg2rad(get("rlnDefocusAngle")),
                          get("rlnVoltage"), get("rlnSphericalAberration"), get("rlnAmplitudeContrast"),
                          np.deg2rad(get("rlnPhaseShift")), get("rlnCtfBfactor"))
@@ -221,7 +221,7 @@ def read_star(path: str | Path, apix: float | None = None) -> ParticleTable:
                 raise InputError(path, f"rlnOrigin{ax} is in pixels but the pixel size is unknown (give --apix)")
             parts[f"rlnOrigin{ax}Angst"] = parts[f"rlnOrigin{ax}"] * parts["rlnImagePixelSize"]
     num = parts.select_dtypes(include=[np.number])
-    bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64)).all()]
+    bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64, copy=True)).all()]
     if bad:
         raise InputError(path, f"non-finite values (NaN/inf) in column(s) {', '.join(bad)}")
     if "rlnImagePixelSize" in parts and (parts["rlnImagePixelSize"] <= 0).any():

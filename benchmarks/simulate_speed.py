@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Simulation speed: Gaussian atoms and Fourier-slice projection vs the FFT-only floor and ASPIRE.
+
+Measures, on this machine and in one invocation (so ratios hold on a noisy machine):
+- images/s of the full in-memory pipeline (projection → shift → CTF → noise) from Gaussian atoms:
+  AdK Cα (214 atoms) and AdK all atoms (3,341) at 64 and 128 px;
+- images/s of Fourier-slice projection (pure torch) of 64³ and 128³ maps, alone and with CTF + noise;
+- the FFT-only floor: forward + inverse FFT of a stack of the same size (real-to-complex pair, the
+  cheapest, and the complex pair);
+- ASPIRE's simulation of the same number of 64 px images from the same 64³ map, when its venv exists
+  (``.venv-peers/aspire``; see benchmarks/peers/aspire_simulate.py);
+- end-to-end ``simulate`` to disk (exact SNR pass + writing) and the peak resident memory of simulating
+  100,000 × 128 px images to disk (a child process; ``--memory-n 0`` skips it);
+- wall time of ``cryoscape --help``.
+
+Usage: ``.venv/bin/python benchmarks/simulate_speed.py [--n64 2048] [--memory-n 100000]``.
+The last line printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cryoscape.data.embedded import adk_files  # noqa: E402
+from cryoscape.data.simulate import (AtomSource, MapSource, SimulationConfig, plan_simulation,  # noqa: E402
+                                     render_images, simulate_to_folder)
+from cryoscape.io.models import read_trajectory  # noqa: E402
+from cryoscape.io.mrc import write_map  # noqa: E402
+from cryoscape.physics import add_noise, atoms_to_volume  # noqa: E402
+
+
+def best_rate(fn, n: int, repeats: int) -> float:
+    """Images/s of ``fn`` (which handles ``n`` images): best of ``repeats`` after one warm-up."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def pipeline_rate(source, D: int, apix: float, n: int, repeats: int, chunk: int = 256) -> float:
+    """The simulator's in-memory pipeline: render (projection, shift, CTF) + noise, chunk by chunk."""
+    cfg = SimulationConfig(n_images=n, box=D, apix=apix, shift_max_A=3.0, astigmatism_um=0.05, seed=0)
+    plan = plan_simulation(cfg, source)
+    gen = torch.Generator().manual_seed(1)
+
+    def run():
+        for s in range(0, n, chunk):
+            add_noise(render_images(plan, source, slice(s, min(n, s + chunk))), 1.0, gen)
+    return best_rate(run, n, repeats)
+
+
+def fft_floor(D: int, n: int, repeats: int, chunk: int = 256) -> tuple[float, float]:
+    x = torch.randn(n, D, D)
+
+    def real_pair():
+        for s in range(0, n, chunk):
+            torch.fft.irfft2(torch.fft.rfft2(x[s:s + chunk]), s=(D, D))
+
+    def complex_pair():
+        for s in range(0, n, chunk):
+            torch.fft.ifft2(torch.fft.fft2(x[s:s + chunk]))
+    return best_rate(real_pair, n, repeats), best_rate(complex_pair, n, repeats)
+
+
+def slice_rate(vol: torch.Tensor, apix: float, n: int, repeats: int, chunk: int = 256) -> float:
+    from cryoscape.geometry import random_rotations
+    from cryoscape.physics import FourierSliceProjector
+    proj = FourierSliceProjector(vol, apix)
+    R = random_rotations(n, torch.Generator().manual_seed(0))
+
+    def run():
+        for s in range(0, n, chunk):
+            proj.project(R[s:s + chunk])
+    return best_rate(run, n, repeats)
+
+
+def aspire(map_path: Path, n: int) -> dict | None:
+    py = ROOT / ".venv-peers" / "aspire" / "bin" / "python"
+    if not py.exists():
+        print("ASPIRE venv not found (.venv-peers/aspire): skipping the peer", file=sys.stderr)
+        return None
+    cmd = [str(py), str(ROOT / "benchmarks" / "peers" / "aspire_simulate.py"), "--volume", str(map_path),
+           "--n", str(n), "--snr", "0.1", "--defocus-min-um", "1.5", "--defocus-max-um", "2.5"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def memory_run(n: int, workdir: Path) -> dict:
+    """Simulate n × 128 px to disk in a child process; peak RSS from getrusage (children)."""
+    out = workdir / "mem_run"
+    cmd = [sys.executable, "-m", "cryoscape.cli.main", "simulate", "-n", str(n), "--box", "128",
+           "--no-progress", "-o", str(out)]
+    t = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    wall = time.perf_counter() - t
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    size = (out / "particles.mrcs").stat().st_size
+    shutil.rmtree(out)
+    return {"peak_rss_GB": peak_kb / 1e6, "wall_s": wall, "stack_GB": size / 1e9}
+
+
+def help_wall(repeats: int = 5) -> float:
+    exe = Path(sys.executable).parent / "cryoscape"
+    cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "cryoscape.cli.main", "--help"]
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n64", type=int, default=2048, help="images per 64 px measurement")
+    ap.add_argument("--n128", type=int, default=512, help="images per 128 px measurement")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--aspire-n", type=int, default=1000)
+    ap.add_argument("--e2e-n", type=int, default=5000, help="images for the end-to-end run to disk")
+    ap.add_argument("--memory-n", type=int, default=100_000, help="images of 128 px for the memory run (0: skip)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="simspeed_", dir=ROOT / "benchmarks")) if (ROOT / "benchmarks").is_dir() \
+        else Path(tempfile.mkdtemp())
+    fig: dict[str, float] = {"threads": args.threads}
+    try:
+        psf, dcd = adk_files()
+        ca = read_trajectory(psf, dcd, "ca", frames=[0])
+        allat = read_trajectory(psf, dcd, "all", frames=[0])
+        src_ca, src_all = AtomSource(ca.coords, 3.0), AtomSource(allat.coords, 3.0)
+        apix64, apix128 = 2.0, 1.0  # 128 Å box for AdK at both sizes
+        for name, src in (("ca214", src_ca), ("all3341", src_all)):
+            fig[f"atoms_{name}_64px_img_per_s"] = pipeline_rate(src, 64, apix64, args.n64, args.repeats)
+            fig[f"atoms_{name}_128px_img_per_s"] = pipeline_rate(src, 128, apix128, args.n128, args.repeats)
+        for D, n in ((64, args.n64), (128, args.n128)):
+            r, c = fft_floor(D, n, args.repeats)
+            fig[f"fft_floor_real_{D}px_img_per_s"], fig[f"fft_floor_complex_{D}px_img_per_s"] = r, c
+        coords = torch.as_tensor(allat.coords[0] - allat.coords[0].mean(0))
+        vol64 = atoms_to_volume(coords, 3.0, 64, apix64).float()
+        vol128 = atoms_to_volume(coords, 3.0, 128, apix128).float()
+        fig["slice_64cube_img_per_s"] = slice_rate(vol64, apix64, args.n64, args.repeats)
+        fig["slice_128cube_img_per_s"] = slice_rate(vol128, apix128, args.n128, args.repeats)
+        fig["map_pipeline_64px_img_per_s"] = pipeline_rate(MapSource(vol64.numpy(), apix64), 64, apix64,
+                                                           args.n64, args.repeats)
+        map64 = work / "adk64.mrc"
+        write_map(map64, vol64.numpy(), apix64)
+        # End to end to disk: exact SNR pass + noisy pass + writing + metadata (no previews).
+        cfg = SimulationConfig(n_images=args.e2e_n, box=64, apix=apix64, snr=0.1, seed=0)
+        t = time.perf_counter()
+        simulate_to_folder(work / "e2e", src_ca, cfg, show_progress=False, previews=False)
+        fig["e2e_to_disk_ca214_64px_img_per_s"] = args.e2e_n / (time.perf_counter() - t)
+        peer = aspire(map64, args.aspire_n)
+        if peer:
+            fig["aspire_64px_img_per_s"] = peer["aspire_img_per_s"]
+            fig["aspire_64px_images_only_img_per_s"] = peer["aspire_img_per_s_images_only"]
+            fig["ratio_atoms_ca214_vs_aspire_images_only"] = (fig["atoms_ca214_64px_img_per_s"]
+                                                              / peer["aspire_img_per_s_images_only"])
+            fig["ratio_map_pipeline_vs_aspire_images_only"] = (fig["map_pipeline_64px_img_per_s"]
+                                                               / peer["aspire_img_per_s_images_only"])
+            fig["ratio_e2e_vs_aspire_e2e"] = fig["e2e_to_disk_ca214_64px_img_per_s"] / peer["aspire_img_per_s"]
+        fig["ratio_atoms_ca214_64px_vs_real_fft_floor"] = (fig["atoms_ca214_64px_img_per_s"]
+                                                           / fig["fft_floor_real_64px_img_per_s"])
+        fig["ratio_atoms_ca214_64px_vs_complex_fft_floor"] = (fig["atoms_ca214_64px_img_per_s"]
+                                                              / fig["fft_floor_complex_64px_img_per_s"])
+        if args.memory_n:
+            m = memory_run(args.memory_n, work)
+            fig["memory_run_n_images"] = args.memory_n
+            fig["memory_run_128px_peak_rss_GB"] = m["peak_rss_GB"]
+            fig["memory_run_128px_wall_s"] = m["wall_s"]
+            fig["memory_run_stack_GB"] = m["stack_GB"]
+        fig["cli_help_wall_s"] = help_wall()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for k, v in fig.items():
+        print(f"{k:50s} {v:12.3f}" if isinstance(v, float) else f"{k:50s} {v}")
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}))
+
+
+if __name__ == "__main__":
+    main()

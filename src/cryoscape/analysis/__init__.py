@@ -1,0 +1,1 @@
+"""Metrics and latent-space tools."""
