@@ -16,6 +16,12 @@ from .errors import InputError
 __all__ = ["atomic_path", "atomic_dir", "check_can_write"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_can_write(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse to overwrite an existing file or folder unless ``overwrite``; return the path."""
     path = Path(path)
@@ -36,6 +42,7 @@ def atomic_path(path: str | Path):
                                dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -54,6 +61,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     check_can_write(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

@@ -55,7 +55,11 @@ class FourierSliceProjector:
         ky = torch.fft.fftfreq(D, d=1.0 / D, dtype=volume.dtype, device=volume.device)  # index units
         kx = torch.arange(W, dtype=volume.dtype, device=volume.device)
         kyy, kxx = torch.meshgrid(ky, kx, indexing="ij")
-        self._plane = torch.stack([kxx, kyy, torch.zeros_like(kxx)], -1).reshape(H * W, 3)
+        plane = torch.stack([kxx, kyy, torch.zeros_like(kxx)], -1).reshape(H * W, 3)
+        # Only frequencies inside the Nyquist circle |k| ≤ D/2 are sampled (77 % of the half plane);
+        # the corners beyond it are set to 0, as a band limit of the map to its Nyquist sphere.
+        self._inside = plane[:, :2].norm(dim=-1) <= D / 2
+        self._plane = plane[self._inside]
         # Image frequency index k (units 1/(D apix)) → padded-grid index c + k·Dp/D, c = (Dp − 1)/2,
         # → grid_sample's [-1, 1] (align_corners): (index − c) · 2/(Dp − 1).
         self._scale = (Dp / D) * 2.0 / (Dp - 1)
@@ -65,11 +69,15 @@ class FourierSliceProjector:
         N, D = R.shape[0], self.D
         W = D // 2 + 1
         # Points Rᵀ k for row vectors k: k @ R; grid_sample wants (x, y, z) = (kx, ky, kz) ordering.
+        M = self._plane.shape[0]
         pts = torch.matmul(self._plane.to(R.dtype), R).to(self.dtype) * self._scale
-        grid = pts.reshape(1, 1, N * D, W, 3)
+        grid = pts.reshape(1, 1, N * M, 1, 3)
         out = F.grid_sample(self._vhat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        out = out.reshape(2, N, D, W)
-        return torch.complex(out[0], out[1]) * self.apix
+        out = out.reshape(2, N, M) * self.apix
+        full = torch.zeros(N, D * W, dtype=torch.complex64 if self.dtype == torch.float32 else torch.complex128,
+                           device=self.device)
+        full[:, self._inside] = torch.complex(out[0], out[1])
+        return full.reshape(N, D, W)
 
     def project(self, R: torch.Tensor) -> torch.Tensor:
         """``(N, 3, 3)`` poses → ``(N, D, D)`` real projections, origin at pixel ``D // 2``."""
