@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fsc", "shell_frequencies", "resolution_at"]
+__all__ = ["fsc", "shell_frequencies", "resolution_at", "fsc_auc", "real_space_correlation"]
 
 
 def _shell_index(D: int) -> np.ndarray:
@@ -18,11 +18,17 @@ def _shell_index(D: int) -> np.ndarray:
     return np.rint(r).astype(np.int64)
 
 
-def fsc(map1: np.ndarray, map2: np.ndarray) -> np.ndarray:
-    """FSC per shell, ``(D//2,)`` for two ``(D, D, D)`` maps (any scale, any sign convention of units)."""
+def fsc(map1: np.ndarray, map2: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """FSC per shell, ``(D//2,)`` for two ``(D, D, D)`` maps (any scale), optionally both multiplied
+    by ``mask`` (real space) first."""
     a, b = np.asarray(map1, np.float64), np.asarray(map2, np.float64)
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
         raise ValueError(f"maps must be cubic and equal in shape, got {a.shape} and {b.shape}")
+    if mask is not None:
+        m = np.asarray(mask, np.float64)
+        if m.shape != a.shape:
+            raise ValueError(f"mask shape {m.shape} differs from the maps' {a.shape}")
+        a, b = a * m, b * m
     D = a.shape[0]
     F1 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(a)))
     F2 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(b)))
@@ -53,3 +59,20 @@ def resolution_at(curve: np.ndarray, D: int, apix: float, threshold: float = 0.1
     f0, f1, c0, c1 = freqs[i - 1], freqs[i], curve[i - 1], curve[i]
     f = f0 + (c0 - threshold) * (f1 - f0) / (c0 - c1) if c0 != c1 else f1
     return 1.0 / f
+
+
+def fsc_auc(curve: np.ndarray, D: int) -> float:
+    """Area under the FSC curve against ``arange(D//2) / D`` (CryoBench's FSC-AUC; perfect ≈ 0.49)."""
+    x = np.arange(D // 2) / D
+    y = np.asarray(curve, np.float64)[: D // 2]
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
+def real_space_correlation(map1: np.ndarray, map2: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of voxel values (inside ``mask > 0`` when given)."""
+    a, b = np.asarray(map1, np.float64).ravel(), np.asarray(map2, np.float64).ravel()
+    if mask is not None:
+        keep = np.asarray(mask).ravel() > 0
+        a, b = a[keep], b[keep]
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))

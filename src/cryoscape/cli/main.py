@@ -7,12 +7,16 @@ import sys
 
 import typer
 
+from . import reconstruct as _reconstruct
 from . import simulate as _simulate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_simulate.demo)
+app.command("backproject")(_reconstruct.backproject)
+app.command("fsc")(_reconstruct.fsc_cmd)
+app.command("downsample")(_reconstruct.downsample)
 
 
 def _print_version(value: bool):

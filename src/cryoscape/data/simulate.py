@@ -355,6 +355,9 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
                                "rlnVoltage": [cfg.voltage_kv], "rlnSphericalAberration": [cfg.cs_mm],
                                "rlnAmplitudeContrast": [cfg.amp_contrast], "rlnImagePixelSize": [apix],
                                "rlnImageSize": [D], "rlnImageDimensionality": [2]})
+        if not cfg.ctf:  # the images carry no CTF: say none, rather than parameters that were not applied
+            parts = parts.drop(columns=["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift",
+                                        "rlnCtfBfactor"])
         write_star(tmp / "particles.star", parts, optics)
         np.save(tmp / "truth" / "conformation.npy", plan.frame_ids[plan.conformation])
         np.save(tmp / "truth" / "rotations.npy", plan.rotations.numpy())
@@ -364,7 +367,8 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
         ctf_tab = np.stack([np.full(n, D), np.full(n, apix), c.defocus_u.numpy(), c.defocus_v.numpy(),
                             np.rad2deg(c.angle_ast.numpy()), c.voltage_kv.numpy(), c.cs_mm.numpy(),
                             c.amp_contrast.numpy(), np.rad2deg(c.phase_shift.numpy())], -1)
-        write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
+        if cfg.ctf:
+            write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
         if isinstance(source, MapSource):
             write_map(tmp / "truth" / "volume.mrc", source.volume.numpy(), source.apix)
         else:

@@ -1,0 +1,197 @@
+"""ParticleData: a particle stack with its poses and CTF, read lazily from STAR or from stack + pickles.
+
+Images stay on disk (memory-mapped MRC stacks, one or many) and are read in chunks by index. Poses are
+pose matrices ``R (N, 3, 3)`` and RELION origin shifts ``(N, 2)`` in Å (the shift that centres the
+particle); the CTF is a :class:`cryoscape.physics.ctf.CTFParams` or None.
+
+Every inconsistency between the files — lengths, box, pixel sizes — is an :class:`InputError` naming the
+file and the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.errors import InputError
+from ..io.mrc import read_stack
+from ..physics.ctf import CTFParams
+
+__all__ = ["ParticleData", "load_particles", "read_indices"]
+
+_APIX_RTOL = 0.01
+
+
+@dataclass
+class ParticleData:
+    """Particles ready for a method.
+
+    Attributes:
+        stacks: stack path → memory-mapped ``(n, D, D)`` array.
+        stack_of: ``(N,)`` stack path of each particle. index_in_stack: ``(N,)`` 0-based.
+        rotations: ``(N, 3, 3)`` float64 torch pose matrices, or None.
+        origins_A: ``(N, 2)`` RELION origin shifts in Å (zeros when unknown).
+        ctf: :class:`CTFParams` or None. apix: Å/pixel. D: box in pixels.
+        source: description of the inputs, for logs.
+    """
+
+    stacks: dict
+    stack_of: np.ndarray
+    index_in_stack: np.ndarray
+    rotations: torch.Tensor | None
+    origins_A: np.ndarray
+    ctf: CTFParams | None
+    apix: float
+    D: int
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.index_in_stack)
+
+    def subset(self, indices: np.ndarray) -> "ParticleData":
+        """The particles at ``indices`` (0-based), in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1:
+            raise InputError("--ind", "indices must be a 1-D list")
+        if len(idx) == 0:
+            raise InputError("--ind", "the selection is empty")
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise InputError("--ind", f"indices out of range 0..{len(self) - 1}")
+        return ParticleData(self.stacks, self.stack_of[idx], self.index_in_stack[idx],
+                            None if self.rotations is None else self.rotations[torch.as_tensor(idx)],
+                            self.origins_A[idx], None if self.ctf is None else self.ctf.subset(torch.as_tensor(idx)),
+                            self.apix, self.D, self.source)
+
+    def images(self, sel: slice | np.ndarray) -> np.ndarray:
+        """Read the images of particles ``sel`` → ``(k, D, D)`` float32 (a copy)."""
+        idx = np.arange(len(self))[sel] if isinstance(sel, slice) else np.asarray(sel)
+        out = np.empty((len(idx), self.D, self.D), dtype=np.float32)
+        paths = self.stack_of[idx]
+        for p in np.unique(paths):
+            rows = np.nonzero(paths == p)[0]
+            k = self.index_in_stack[idx[rows]]
+            order = np.argsort(k)  # memory maps read fastest in file order
+            out[rows[order]] = self.stacks[p][k[order]]
+        if not np.isfinite(out).all():
+            bad = idx[~np.isfinite(out).all(axis=(1, 2))][0]
+            raise InputError(self.stack_of[bad], f"image {self.index_in_stack[bad] + 1} contains NaN or inf")
+        return out
+
+
+def _open_stacks(paths, where) -> tuple[dict, int, float]:
+    stacks, D, apix = {}, None, None
+    for p in dict.fromkeys(paths):
+        data, a = read_stack(p)
+        if D is None:
+            D, apix = data.shape[-1], a
+        elif data.shape[-1] != D:
+            raise InputError(p, f"images are {data.shape[-1]} px but other stacks have {D} px")
+        stacks[p] = data
+    return stacks, D, apix
+
+
+def read_indices(path: str | Path) -> np.ndarray:
+    """Particle indices (0-based) from ``.pkl`` (cryoDRGN), ``.npy`` or a text file (one per line)."""
+    import pickle
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        if path.suffix == ".pkl":
+            with open(path, "rb") as f:
+                idx = np.asarray(pickle.load(f))
+        elif path.suffix == ".npy":
+            idx = np.load(path)
+        else:
+            idx = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except Exception as exc:
+        raise InputError(path, f"cannot read indices ({type(exc).__name__})") from None
+    if idx.dtype == bool:
+        idx = np.nonzero(idx)[0]
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise InputError(path, "indices must be integers")
+    return idx.astype(np.int64).ravel()
+
+
+def _check_apix(value: float, reference: float, what: str, where) -> None:
+    if value > 0 and reference > 0 and abs(value - reference) > _APIX_RTOL * reference:
+        raise InputError(where, f"pixel size {value:.4g} Å disagrees with {what} ({reference:.4g} Å)")
+
+
+def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: str | Path | None = None,
+                   datadir: str | Path | None = None, apix: float | None = None,
+                   need_poses: bool = True) -> ParticleData:
+    """Load a particle set from a STAR file (poses/CTF from its columns, unless pickles are given) or
+    from a stack (``.mrcs``) with cryoDRGN pickles.
+
+    Args:
+        particles: ``.star`` or ``.mrcs``. poses, ctf: cryoDRGN ``.pkl`` files (override the STAR's).
+        datadir: where the STAR's stacks are. apix: pixel size (Å) when no file states one.
+        need_poses: raise when no poses are available.
+    """
+    from ..io.cryodrgn_pkl import poses_from_cryodrgn, read_ctf_pkl, read_poses_pkl
+    particles = Path(particles)
+    if not particles.exists():
+        raise InputError(particles, "file not found")
+    suffix = particles.suffix.lower()
+    R = origins = ctf_params = None
+    if suffix == ".star":
+        from ..io.star import read_star
+        table = read_star(particles, apix=apix)
+        idx, paths = table.image_locations(datadir)
+        stacks, D, header_apix = _open_stacks(paths, particles)
+        file_apix = float(table.apix[0]) if "rlnImagePixelSize" in table.particles else 0.0
+        a = apix or file_apix or header_apix
+        box = table.box
+        if (box > 0).any() and not (box[box > 0] == D).all():
+            raise InputError(particles, f"rlnImageSize {int(box[box > 0][0])} does not match the {D} px images")
+        if "rlnImagePixelSize" in table.particles and len(np.unique(table.apix)) > 1:
+            raise InputError(particles, "particles have different pixel sizes; process optics groups separately")
+        if poses is None and table.has_poses():
+            R, origins = table.rotations(), table.shifts_angst()
+        if ctf is None and all(c in table.particles for c in ("rlnDefocusU", "rlnDefocusV")):
+            ctf_params = table.ctf_params()
+        stack_of, index_in_stack = paths, idx
+    elif suffix in (".mrcs", ".mrc"):
+        stacks, D, header_apix = _open_stacks([str(particles)], particles)
+        n = stacks[str(particles)].shape[0]
+        a = apix or header_apix
+        stack_of, index_in_stack = np.array([str(particles)] * n, dtype=object), np.arange(n)
+    else:
+        raise InputError(particles, f"unknown particle file type {suffix!r} (expected .star or .mrcs)")
+    n = len(index_in_stack)
+    for p, i in zip(*np.unique(stack_of, return_index=True)):
+        m = stacks[p].shape[0]
+        top = index_in_stack[stack_of == p].max()
+        if top >= m:
+            raise InputError(p, f"has {m} images but the particle list refers to image {top + 1}")
+    if ctf is not None:
+        tab = read_ctf_pkl(ctf)
+        if len(tab) != n:
+            raise InputError(ctf, f"has {len(tab)} rows but there are {n} particles")
+        if not (tab[:, 0] == D).all():
+            raise InputError(ctf, f"box {int(tab[0, 0])} does not match the {D} px images")
+        _check_apix(float(tab[0, 1]), a, "the particle files", ctf)
+        a = a or float(tab[0, 1])
+        ctf_params = CTFParams(tab[:, 2], tab[:, 3], np.deg2rad(tab[:, 4]), tab[:, 5], tab[:, 6], tab[:, 7],
+                               np.deg2rad(tab[:, 8]))
+    if not a or a <= 0:
+        raise InputError(particles, "pixel size unknown: give --apix")
+    if header_apix and suffix != ".star":
+        _check_apix(header_apix, a, "--apix" if apix else "the CTF file", particles)
+    if poses is not None:
+        rot, trans = read_poses_pkl(poses)
+        if len(rot) != n:
+            raise InputError(poses, f"has {len(rot)} poses but there are {n} particles")
+        Rn, origins = poses_from_cryodrgn(rot, trans, D, a)
+        R = torch.as_tensor(Rn)
+    if R is None:
+        if need_poses:
+            raise InputError(particles, "no poses: the STAR has no rlnAngleRot/Tilt/Psi; give --poses")
+        origins = np.zeros((n, 2))
+    src = f"{particles}" + (f" + {Path(poses).name}" if poses else "") + (f" + {Path(ctf).name}" if ctf else "")
+    return ParticleData(stacks, np.asarray(stack_of, dtype=object), np.asarray(index_in_stack, dtype=np.int64), R,
+                        np.asarray(origins, dtype=np.float64), ctf_params, float(a), int(D), src)
