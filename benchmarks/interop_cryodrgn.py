@@ -12,6 +12,13 @@
 
 Pass criterion (CONVENTIONS): FSC ≥ 0.9 at every shell up to half Nyquist.
 
+5. The other way (issue "Homogeneous reconstruction", 4a): cryoDRGN's own test data (``../shared/data/
+   cryodrgn-tests``) reconstructed by ``cryoscape backproject`` and by ``cryodrgn backproject_voxel``; FSC of
+   the two reconstructions with each other and with the reference maps. ``hand.mrcs`` is paired with
+   ``hand_rot.pkl`` (``hand_rot_trans.pkl`` does not hold its poses, and ``hand-vol.mrc`` is not its
+   volume: reported, not judged); the toy projections carry no shifts, so ``toy_rot_trans.pkl`` (random
+   translations) is run as the shared README pairs it and with its rotations alone.
+
 Set-up of the peer (once): ``python3 -m venv .venv-peers/cryodrgn``, then in it
 ``pip install torch==2.13.0`` and ``pip install -c <file with torch==2.13.0> cryodrgn==4.3.1``.
 Usage: ``.venv/bin/python benchmarks/interop_cryodrgn.py [--n 10000] [--snr inf]``. Last line: JSON.
@@ -52,6 +59,45 @@ def run(cmd: list[str]) -> float:
     if res.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{res.stderr[-2000:]}")
     return time.perf_counter() - t
+
+
+SHARED = ROOT.parent / "shared" / "data" / "cryodrgn-tests"
+
+
+def cryodrgn_test_data(work: Path) -> dict:
+    """Reconstruct cryoDRGN's test sets with both tools; FSC between them and with the reference maps."""
+    if not SHARED.is_dir():
+        print(f"shared data not found at {SHARED}: skipping the cryoDRGN test data", file=sys.stderr)
+        return {}
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT / "src"))
+    ours_cmd = [sys.executable, "-m", "cryoscape.cli.main", "backproject", "--no-progress", "--mask-radius", "0"]
+    cases = {
+        "hand": (SHARED / "hand.mrcs", SHARED / "hand_rot.pkl", None, SHARED / "hand-vol.mrc", ["--uninvert-data"]),
+        "toy_rot_trans": (SHARED / "toy_projections.mrcs", SHARED / "toy_rot_trans.pkl", SHARED / "test_ctf.pkl",
+                          SHARED / "toymodel_small_nocenter.mrc", []),
+        "toy_rot_only": (SHARED / "toy_projections.mrcs", SHARED / "toy_angles.pkl", SHARED / "test_ctf.pkl",
+                         SHARED / "toymodel_small_nocenter.mrc", []),
+    }
+    out = {}
+    for name, (stack, poses, ctf, ref, extra) in cases.items():
+        ctf_args = ["--ctf", ctf] if ctf else ["--apix", "1"]
+        t_ours = time.perf_counter()
+        subprocess.run([str(c) for c in ours_cmd + [stack, "--poses", poses, *ctf_args, "-o", work / f"a_{name}"]],
+                       check=True, capture_output=True, env=env)
+        t_ours = time.perf_counter() - t_ours
+        cd_ctf = ["--ctf", ctf] if ctf else []
+        t_cd = run([CRYODRGN, "backproject_voxel", stack, "--poses", poses, *cd_ctf, *extra, "-o", work / f"c_{name}"])
+        ours, _ = read_map(work / f"a_{name}" / "map.mrc")
+        theirs, _ = read_map(work / f"c_{name}" / "backproject.mrc")
+        reference, _ = read_map(ref)
+        D = ours.shape[0]
+        h = D // 4
+        out[f"{name}_fsc_cryoscape_vs_cryodrgn_min_to_half_nyquist"] = float(fsc(ours, theirs)[1:h + 1].min())
+        out[f"{name}_fsc_cryoscape_vs_reference_at_half_nyquist"] = float(fsc(ours, reference)[h])
+        out[f"{name}_fsc_cryodrgn_vs_reference_at_half_nyquist"] = float(fsc(theirs, reference)[h])
+        out[f"{name}_cryoscape_wall_s"] = t_ours
+        out[f"{name}_cryodrgn_wall_s"] = t_cd
+    return out
 
 
 def main() -> None:
@@ -120,6 +166,7 @@ def main() -> None:
         fig["control_flipped_trans_fsc_min_to_half_nyquist"] = float(fsc(rec, truth)[1:half + 1].min())
         fig["pass_fsc_0.9_to_half_nyquist"] = bool(min(fig["fsc_min_to_half_nyquist_pkl"],
                                                        fig["fsc_min_to_half_nyquist_star"]) >= 0.9)
+        fig.update(cryodrgn_test_data(work))
         if args.keep:
             shutil.copytree(work, args.keep, dirs_exist_ok=True)
     finally:

@@ -43,6 +43,9 @@ def test_reconstruction_of_analytic_projections(dataset):
     assert curve[1:D // 3 + 1].min() > 0.9, curve  # to 2/3 Nyquist
     # the scale is right to the known bias of pad 1 (see BackprojectConfig): 150 unit-mass atoms
     assert 0.85 < res.volume.sum() * 1.5 ** 3 / 150 < 1.0
+    # nearest-neighbour insertion: coarser, still right to half Nyquist
+    near = backproject(data, BackprojectConfig(mask_radius=0, interp="nearest"))
+    assert fsc(near.volume, truth)[1:D // 4 + 1].min() > 0.9
     # the same from the cryoDRGN pickles instead of the STAR
     data2 = load_particles(out / "particles.mrcs", out / "truth" / "poses.pkl", out / "truth" / "ctf.pkl")
     res2 = backproject(data2, BackprojectConfig(mask_radius=0))

@@ -36,8 +36,11 @@ class FourierInserter:
         D: image size. pad: padding factor. dtype: float32 or float64 accumulation.
     """
 
-    def __init__(self, D: int, pad: int = 2, dtype: torch.dtype = torch.float32, device=None):
-        self.D, self.pad = D, pad
+    def __init__(self, D: int, pad: int = 2, dtype: torch.dtype = torch.float32, device=None,
+                 interp: str = "trilinear"):
+        if interp not in ("trilinear", "nearest"):
+            raise ValueError(f"interp must be 'trilinear' or 'nearest', got {interp!r}")
+        self.D, self.pad, self.interp = D, pad, interp
         Dp = pad * D + (1 - (pad * D) % 2)
         self.Dp, self.c = Dp, (Dp - 1) // 2
         self.dtype, self.device = dtype, device
@@ -71,10 +74,15 @@ class FourierInserter:
         vals = torch.stack([fv.real.to(dt) * c, fv.imag.to(dt) * c, w], -1).reshape(-1, 3)  # (n·M, 3)
         pts = torch.matmul(self.plane.to(R.dtype), R) * (self.Dp / self.Do) + self.c  # (n, M, 3) x, y, z
         pts = pts.reshape(-1, 3)
+        Dp = self.Dp
+        if self.interp == "nearest":
+            i = torch.round(pts).to(torch.int64)
+            self.acc.index_add_(0, (i[:, 2] * Dp + i[:, 1]) * Dp + i[:, 0], vals)
+            self.n_images += n
+            return
         p0 = torch.floor(pts)
         frac = (pts - p0).to(dt)
         i0 = p0.to(torch.int64)
-        Dp = self.Dp
         base = (i0[:, 2] * Dp + i0[:, 1]) * Dp + i0[:, 0]
         fx, fy, fz = frac.unbind(-1)
         gx, gy, gz = 1 - fx, 1 - fy, 1 - fz

@@ -47,18 +47,20 @@ class BackprojectConfig:
         mask_radius: soft mask radius as a fraction of ``D/2`` (0 for no mask); mask_edge_px: its fall-off.
         gridding: divide by sinc² after inversion (off: measured no better with normalised insertion).
         dtype: accumulation precision ("float32" or "float64").
+        interp: "trilinear" (default) or "nearest" insertion (8× less scatter work).
     """
 
     pad: int = 1
     reg: float | None = None
     half_maps: bool = True
     seed: int = 0
-    chunk: int = 512
+    chunk: int = 256
     ctf: bool = True
     mask_radius: float = 0.9
     mask_edge_px: float = 4.0
     gridding: bool = False
     dtype: str = "float32"
+    interp: str = "trilinear"
 
 
 @dataclass
@@ -98,30 +100,38 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
     t0 = time.perf_counter()
     D, apix, n = data.D, data.apix, len(data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    halves = [FourierInserter(D, cfg.pad, dtype), FourierInserter(D, cfg.pad, dtype)]
+    halves = [FourierInserter(D, cfg.pad, dtype, interp=cfg.interp) for _ in range(2)]
     which = _split(n, cfg.seed)
-    ky, kx = rfreq_grid_2d(cfg.pad * D, apix, dtype=torch.float64)  # the padded images' frequencies
+    ky, kx = rfreq_grid_2d(cfg.pad * D, apix, dtype=torch.float32)  # the padded images' frequencies
     use_ctf = cfg.ctf and data.ctf is not None
-    pool = ThreadPoolExecutor(max_workers=2)  # the two halves fill their grids in parallel
+    # Two worker threads fill the two half grids while the main thread prepares the next chunk; torch's
+    # own intra-op threads would only oversubscribe the cores, so they are set to 1 meanwhile.
+    pool = ThreadPoolExecutor(max_workers=2)
+    pending = [None, None]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for s in range(0, n, cfg.chunk):
             sl = slice(s, min(n, s + cfg.chunk))
-            img = halves[0].pad_images(torch.from_numpy(data.images(sl)).to(torch.float64))
-            f = rfft2_centered(img) * phase_ramp(kx, ky, torch.as_tensor(data.origins_A[sl]))
+            img = halves[0].pad_images(torch.from_numpy(data.images(sl)))
+            f = rfft2_centered(img) * phase_ramp(kx, ky, torch.as_tensor(data.origins_A[sl], dtype=torch.float32))
             c = ctf_from_params(data.ctf.subset(sl), kx, ky) if use_ctf else None
-            R = data.rotations[sl].to(torch.float64)
-            jobs = []
+            R = data.rotations[sl].to(torch.float32)
             for h in (0, 1):
                 m = torch.as_tensor(which[sl] == h)
                 if bool(m.any()):
-                    jobs.append(pool.submit(halves[h].insert, f[m].to(torch.complex64),
-                                            None if c is None else c[m].to(torch.float32), R[m], apix))
-            for j in jobs:
-                j.result()
+                    args = (f[m], None if c is None else c[m], R[m], apix)
+                    if pending[h] is not None:
+                        pending[h].result()
+                    pending[h] = pool.submit(halves[h].insert, *args)
             if progress is not None:
                 progress.advance(sl.stop - sl.start)
+        for p in pending:
+            if p is not None:
+                p.result()
     finally:
         pool.shutdown()
+        torch.set_num_threads(threads)
     num_a, w_a = halves[0].grids()
     num_b, w_b = halves[1].grids()
     num, W = num_a + num_b, w_a + w_b
