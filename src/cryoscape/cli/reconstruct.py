@@ -24,6 +24,8 @@ def backproject(
                                        "default: per-shell Wiener filter from the half-map FSC."),
     no_half_maps: bool = typer.Option(False, "--no-half-maps", help="Skip half maps (needs --reg)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random half split."),
+    interp: str = typer.Option("trilinear", "--interp", help="Insertion: trilinear (default) or nearest (faster, "
+                                                               "coarser)."),
     pad: int = typer.Option(1, "--pad", help="Fourier padding factor (1: best FSC with a CTF; 2: accurate "
                                             "amplitudes for data without CTF)."),
     no_ctf: bool = typer.Option(False, "--no-ctf", help="Ignore the CTF."),
@@ -47,6 +49,8 @@ def backproject(
         raise InputError("--pad", f"must be ≥ 1, got {pad}")
     if chunk < 1:
         raise InputError("--chunk", f"must be ≥ 1, got {chunk}")
+    if interp not in ("trilinear", "nearest"):
+        raise InputError("--interp", f"must be trilinear or nearest, got {interp!r}")
     if reg is not None and not reg >= 0:
         raise InputError("--reg", f"must be ≥ 0, got {reg}")
     data = load_particles(particles, poses, ctf, datadir, apix)
@@ -58,7 +62,7 @@ def backproject(
         if ref.shape != (data.D,) * 3:
             raise InputError(truth, f"map is {ref.shape}, the particles need ({data.D},)*3")
     cfg = BackprojectConfig(pad=pad, reg=reg, half_maps=not no_half_maps, seed=seed, chunk=chunk,
-                            ctf=not no_ctf, mask_radius=mask_radius)
+                            ctf=not no_ctf, mask_radius=mask_radius, interp=interp)
     with progress_bar(len(data), "backprojecting", not no_progress) as bar:
         result = run(data, cfg, bar)
     config = {"command": "backproject", "particles": str(particles), "poses": poses, "ctf": ctf,
