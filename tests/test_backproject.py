@@ -76,6 +76,8 @@ def test_half_split_reproducible_and_ctf_matters(dataset):
     c = backproject(data, BackprojectConfig(seed=4))
     assert np.array_equal(a.half_a, b.half_a) and not np.array_equal(a.half_a, c.half_a)
     assert a.info["n_half_a"] + a.info["n_half_b"] == 600
+    wiener = backproject(data, BackprojectConfig(wiener=True, mask_radius=0))
+    assert fsc(wiener.volume, truth)[1:12].min() > 0.95  # noiseless: the Wiener filter keeps everything
     no_ctf = backproject(data, BackprojectConfig(ctf=False, mask_radius=0))
     assert fsc(no_ctf.volume, truth)[8] < 0.9 < fsc(a.volume, truth)[8]
 

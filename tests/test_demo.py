@@ -24,3 +24,6 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert 14000 < df.min() and df.max() < 26000
     assert (out / "previews" / "stages.png").exists() and (out / "truth" / "models.pdb").exists()
     assert "snr_measured" in capsys.readouterr().out
+    bp = tmp_path / "demo" / "backproject"
+    for name in ("map.mrc", "half_map_A.mrc", "half_map_B.mrc", "fsc.json", "fsc.png"):
+        assert (bp / name).exists()

@@ -20,9 +20,10 @@ def backproject(
     datadir: Optional[Path] = typer.Option(None, "--datadir", help="Folder of the stacks a STAR refers to."),
     ind: Optional[Path] = typer.Option(None, "--ind", help="Particle indices to use (.pkl, .npy or text)."),
     apix: Optional[float] = typer.Option(None, "--apix", help="Pixel size, Å, when no file states it."),
-    reg: Optional[float] = typer.Option(None, "--reg", help="Constant regulariser (× mean CTF² weight); "
-                                       "default: per-shell Wiener filter from the half-map FSC."),
-    no_half_maps: bool = typer.Option(False, "--no-half-maps", help="Skip half maps (needs --reg)."),
+    reg: float = typer.Option(0.01, "--reg", help="Regulariser λ = reg × mean CTF² weight."),
+    wiener: bool = typer.Option(False, "--wiener", help="Per-shell λ from the half-map FSC instead (RELION-style "
+                                                       "Wiener filter; MSE-optimal amplitudes)."),
+    no_half_maps: bool = typer.Option(False, "--no-half-maps", help="Skip the half maps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random half split."),
     interp: str = typer.Option("trilinear", "--interp", help="Insertion: trilinear (default) or nearest (faster, "
                                                                "coarser)."),
@@ -51,7 +52,7 @@ def backproject(
         raise InputError("--chunk", f"must be ≥ 1, got {chunk}")
     if interp not in ("trilinear", "nearest"):
         raise InputError("--interp", f"must be trilinear or nearest, got {interp!r}")
-    if reg is not None and not reg >= 0:
+    if not reg >= 0:
         raise InputError("--reg", f"must be ≥ 0, got {reg}")
     data = load_particles(particles, poses, ctf, datadir, apix)
     if ind is not None:
@@ -61,7 +62,7 @@ def backproject(
         ref, _ = read_map(truth)
         if ref.shape != (data.D,) * 3:
             raise InputError(truth, f"map is {ref.shape}, the particles need ({data.D},)*3")
-    cfg = BackprojectConfig(pad=pad, reg=reg, half_maps=not no_half_maps, seed=seed, chunk=chunk,
+    cfg = BackprojectConfig(pad=pad, reg=reg, wiener=wiener, half_maps=not no_half_maps, seed=seed, chunk=chunk,
                             ctf=not no_ctf, mask_radius=mask_radius, interp=interp)
     with progress_bar(len(data), "backprojecting", not no_progress) as bar:
         result = run(data, cfg, bar)

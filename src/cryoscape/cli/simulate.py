@@ -121,8 +121,12 @@ def demo(
     overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace an earlier demo output."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ):
-    """Run the main job on the embedded AdK dataset: simulate a heterogeneous particle dataset."""
+    """Run the main job on the embedded AdK dataset: simulate a heterogeneous particle dataset, then
+    reconstruct its consensus map with half maps and FSC."""
+    from ..data.particles import load_particles
     from ..data.simulate import SimulationConfig, simulate_to_folder
+    from ..methods.backproject import BackprojectConfig, backproject, write_result
+    from ..utils.progress import progress_bar
 
     cfg = SimulationConfig(n_images=n_images, box=64, snr=0.1, sigma=3.0, defocus_min_um=1.5,
                            defocus_max_um=2.5, astigmatism_um=0.05, shift_max_A=5.0, sampling="balanced",
@@ -132,3 +136,11 @@ def demo(
                                  truth_models=conf, overwrite=overwrite, show_progress=not no_progress)
     typer.echo(json.dumps(summary))
     typer.echo(f"demo: dataset in {out}/simulate (particles.star, particles.mrcs, truth/, previews/*.png)")
+    data = load_particles(out / "simulate" / "particles.star")
+    cfg_bp = BackprojectConfig()
+    with progress_bar(len(data), "backprojecting", not no_progress) as bar:
+        result = backproject(data, cfg_bp, bar)
+    bp = write_result(out / "backproject", result, {"command": "demo backproject", **cfg_bp.__dict__},
+                      overwrite=overwrite)
+    typer.echo(json.dumps({k: bp[k] for k in ("n_images", "resolution_fsc0.143_A", "resolution_fsc0.5_A")}))
+    typer.echo(f"demo: consensus map in {out}/backproject (map.mrc, half maps, fsc.png)")

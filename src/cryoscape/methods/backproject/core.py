@@ -3,9 +3,12 @@
 For every image: ``F = DFT(image zero-padded to pad·D)``, shifted by its origin (``F · exp(−2πi k·o)``, which centres the
 particle), multiplied by its CTF ``c`` and inserted at its central slice with weight ``c²``
 (:class:`cryoscape.physics.backproject.FourierInserter`). Images are split at random (seeded) into two
-independent halves; the half-map FSC gives a per-shell Wiener regulariser ``λ(r) = mean W / SSNR(r)``
-(or ``reg × mean W`` when a constant is asked for). Maps are cropped, optionally gridding-corrected and
-multiplied by a soft spherical mask.
+independent halves. The regulariser is ``λ = reg × mean W`` (the data's mean CTF² weight; ``reg`` 0.01 by
+default) or, with ``wiener``, per shell ``λ(r) = mean W(r) / SSNR(r)`` from the half-map FSC (RELION-style:
+MSE-optimal amplitudes, a map that fades where the SSNR is low). Measured against the truth (AdK, 10,000 ×
+64 px, SNR 0.1) the constant gives the better FSC (0.143 at 3.50 Å vs 3.75 Å), and on noiseless data
+``reg`` ≤ 0.01 equals the Wiener result, so the constant is the default. Maps are cropped, optionally
+gridding-corrected and multiplied by a soft spherical mask.
 
 Memory: two accumulators of ``(pad·D + 1)³ × 3`` float32 values (≈ 50 MB at D = 128, pad 1), plus one
 chunk of images; the stack is read chunk by chunk from disk.
@@ -39,9 +42,9 @@ class BackprojectConfig:
             CTF-modulated data and the fastest; measured on analytic noiseless data the map's overall
             scale is then 3–8 % low. 2: amplitudes within ~1.5 % on data without CTF, but with a CTF the
             zero-padded images no longer match a CTF applied on the image grid and high frequencies fail.
-        reg: None for the data-derived Wiener regulariser (half-map FSC); a number for a constant
-            ``λ = reg × mean weight``.
-        half_maps: also reconstruct and write the two half maps (needed for ``reg=None``).
+        reg: constant regulariser ``λ = reg × mean weight`` (ignored with ``wiener``).
+        wiener: per-shell ``λ`` from the half-map FSC instead (needs half maps).
+        half_maps: also reconstruct and write the two half maps.
         seed: seed of the random half split. chunk: images per chunk.
         ctf: use the CTF (multiply, weight by CTF²) when the data have one.
         mask_radius: soft mask radius as a fraction of ``D/2`` (0 for no mask); mask_edge_px: its fall-off.
@@ -51,7 +54,8 @@ class BackprojectConfig:
     """
 
     pad: int = 1
-    reg: float | None = None
+    reg: float = 0.01
+    wiener: bool = False
     half_maps: bool = True
     seed: int = 0
     chunk: int = 256
@@ -95,8 +99,10 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
         raise InputError(data.source, "no poses")
     if len(data) < 2:
         raise InputError(data.source, "need at least 2 particles")
-    if cfg.reg is None and not cfg.half_maps:
-        raise InputError("--no-half-maps", "the automatic regulariser needs half maps; give --reg")
+    if cfg.wiener and not cfg.half_maps:
+        raise InputError("--no-half-maps", "the Wiener regulariser needs half maps; drop --wiener")
+    if not cfg.reg >= 0:
+        raise InputError("--reg", f"must be ≥ 0, got {cfg.reg}")
     t0 = time.perf_counter()
     D, apix, n = data.D, data.apix, len(data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -136,7 +142,7 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
     num_b, w_b = halves[1].grids()
     num, W = num_a + num_b, w_a + w_b
     fsc_h = None
-    if cfg.reg is None:
+    if cfg.wiener:
         fsc_h, lam_for = wiener_lambda(num_a, w_a, num_b, w_b, D)
         lam_full, lam_a, lam_b = lam_for(W, 2.0), lam_for(w_a, 1.0), lam_for(w_b, 1.0)
     else:
@@ -161,7 +167,7 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
         res143 = resolution_at(curve, D, apix, 0.143)
         res05 = resolution_at(curve, D, apix, 0.5)
     info = {"n_half_a": int((which == 0).sum()), "n_half_b": int((which == 1).sum()), "ctf": use_ctf,
-            "regulariser": "wiener (half-map FSC)" if cfg.reg is None else f"constant {cfg.reg} x mean weight",
+            "regulariser": "wiener (half-map FSC)" if cfg.wiener else f"constant {cfg.reg} x mean weight",
             "fsc_halves_unregularised": None if fsc_h is None else fsc_h.tolist()}
     return BackprojectResult(volume, half_a, half_b, apix, n, curve, res143, res05,
                              time.perf_counter() - t0, info)
