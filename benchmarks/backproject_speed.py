@@ -16,7 +16,6 @@ resolution at FSC 0.143 against the truth. Usage: ``.venv/bin/python benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -31,6 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _figures import print_figures  # noqa: E402
 
 from cryoscape.analysis.fsc import fsc, resolution_at  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
@@ -101,9 +103,7 @@ def main() -> None:
             case("128px_noiseless", 128, 0.75, math.inf, args.n, coords, work, fig)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for k, v in fig.items():
-        print(f"{k:55s} {v:.4f}" if isinstance(v, float) else f"{k:55s} {v}")
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}))
+    print_figures(fig)
 
 
 if __name__ == "__main__":

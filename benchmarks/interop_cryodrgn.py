@@ -27,7 +27,6 @@ Usage: ``.venv/bin/python benchmarks/interop_cryodrgn.py [--n 10000] [--snr inf]
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pickle
 import shutil
@@ -42,6 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _figures import print_figures  # noqa: E402
 
 from cryoscape.analysis.fsc import fsc, resolution_at, shell_frequencies  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
@@ -171,9 +173,7 @@ def main() -> None:
             shutil.copytree(work, args.keep, dirs_exist_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for k, v in fig.items():
-        print(f"{k:50s} {v}")
-    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in fig.items()}))
+    print_figures(fig)
 
 
 if __name__ == "__main__":

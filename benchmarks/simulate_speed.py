@@ -36,6 +36,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _figures import print_figures  # noqa: E402
 
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.simulate import (AtomSource, MapSource, SimulationConfig, plan_simulation,  # noqa: E402
@@ -192,9 +195,7 @@ def main() -> None:
         fig["cli_help_wall_s"] = help_wall()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for k, v in fig.items():
-        print(f"{k:50s} {v:12.3f}" if isinstance(v, float) else f"{k:50s} {v}")
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}))
+    print_figures(fig)
 
 
 if __name__ == "__main__":
