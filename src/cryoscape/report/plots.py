@@ -28,7 +28,11 @@ def fsc_plot(path: str | Path, curves: dict, D: int, apix: float) -> Path:
     ax.set_ylabel("FSC")
     ax.set_ylim(-0.1, 1.02)
     ax.set_xlim(0, f[-1])
-    top = ax.secondary_xaxis("top", functions=(lambda x: 1 / np.maximum(x, 1e-6), lambda r: 1 / np.maximum(r, 1e-6)))
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    nice = [r for r in (50, 30, 20, 15, 10, 8, 6, 5, 4, 3.5, 3, 2.5, 2, 1.5, 1.2, 1) if 1 / r <= f[-1]]
+    top.set_xticks([1 / r for r in nice])
+    top.set_xticklabels([f"{r:g}" for r in nice], fontsize=7)
     top.set_xlabel("resolution (Å)")
     ax.legend(fontsize=8)
     fig.tight_layout()
