@@ -12,7 +12,7 @@ from cryoscape.analysis.fsc import fsc
 from cryoscape.cli.main import main
 from cryoscape.data.particles import load_particles
 from cryoscape.data.simulate import AtomSource, SimulationConfig, simulate_to_folder
-from cryoscape.io.mrc import read_map, read_stack, write_map
+from cryoscape.io.mrc import read_map, read_stack, write_map, write_stack
 from cryoscape.io.star import read_star
 from cryoscape.methods.backproject import BackprojectConfig, backproject
 from cryoscape.methods.downsample import crop_images, crop_volume
@@ -122,6 +122,7 @@ def _bad(capsys, tmp_path, argv, *needles):
     assert not out.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
 def test_backproject_bad_inputs(dataset, tmp_path, capsys):
     out, _ = dataset
     rot, trans = pickle.load(open(out / "truth" / "poses.pkl", "rb"))
@@ -140,6 +141,12 @@ def test_backproject_bad_inputs(dataset, tmp_path, capsys):
     np.save(tmp_path / "empty.npy", np.zeros(0, dtype=np.int64))
     _bad(capsys, tmp_path, [out / "particles.star", "--ind", tmp_path / "empty.npy"], "--ind", "empty")
     _bad(capsys, tmp_path, [out / "particles.mrcs"], "no poses")
+    stack, apix = read_stack(out / "particles.mrcs")
+    nan = np.array(stack[:20])
+    nan[7, 3, 3] = np.nan
+    write_stack(tmp_path / "nan.mrcs", nan, apix)
+    pickle.dump((rot[:20], trans[:20]), open(tmp_path / "p20.pkl", "wb"))
+    _bad(capsys, tmp_path, [tmp_path / "nan.mrcs", "--poses", tmp_path / "p20.pkl"], "nan.mrcs", "image 8", "NaN")
 
 
 def test_fourier_crop_is_exact_for_band_limited_content():
