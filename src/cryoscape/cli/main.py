@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

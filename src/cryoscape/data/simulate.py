@@ -15,7 +15,6 @@ Images are rendered and written in chunks, so memory is bounded for any number o
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -284,108 +283,216 @@ def _truth_conformations(source: AtomSource, meta, frame_ids):
                          np.array(["A"] * A), np.array(["C"] * A), "atoms", frame_ids)
 
 
+def _fingerprint(cfg: SimulationConfig, source, plan: SimulationPlan) -> str:
+    """A hash of everything that determines the output bytes (options and source data)."""
+    import hashlib
+    import json
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
+    data = source.coords if isinstance(source, AtomSource) else source.volume
+    h.update(np.ascontiguousarray(data.numpy()).tobytes())
+    h.update(np.ascontiguousarray(plan.frame_ids).tobytes())
+    h.update(f"{source.kind} {getattr(source, 'sigma', '')} {plan.box} {plan.apix}".encode())
+    return h.hexdigest()
+
+
+def _chunk_generator(seed: int, chunk_index: int) -> torch.Generator:
+    """The noise generator of one chunk: independent of every other chunk, so a resumed run is identical."""
+    state = np.random.SeedSequence([seed, 1, chunk_index]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+class _Checkpoint:
+    """``progress.json`` of a partial run: what is done, and the running statistics needed to go on."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.path = folder / "progress.json"
+        self.state = {"fingerprint": fingerprint, "sigma": None, "chunks_done": 0, "stack_stats": None,
+                      "clean_stats": None, "rv_clean": None, "rv_noise": None}
+
+    @classmethod
+    def load(cls, folder: Path, fingerprint: str) -> "_Checkpoint | None":
+        import json
+        ck = cls(folder, fingerprint)
+        try:
+            state = json.loads(ck.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("fingerprint") != fingerprint:
+            return None
+        ck.state = state
+        return ck
+
+    def save(self) -> None:
+        import json
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        tmp.replace(self.path)
+
+
+def _rv_state(rv: RunningVariance) -> list:
+    return [rv.n, rv.mean, rv.m2]
+
+
+def _rv_from(state) -> RunningVariance:
+    rv = RunningVariance()
+    if state:
+        rv.n, rv.mean, rv.m2 = state
+    return rv
+
+
 def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, source_info: dict | None = None,
                        frame_ids: np.ndarray | None = None, truth_models=None, overwrite: bool = False,
                        show_progress: bool = True, previews: bool = True) -> dict:
-    """Simulate a dataset into ``out_dir`` (created atomically: it appears only when complete).
+    """Simulate a dataset into ``out_dir``; it appears only when complete.
 
     Writes ``particles.mrcs``, ``particles.star`` (RELION 3.1 + ``_cryoscapeConformation``), ``truth/``
     (``conformation.npy``, ``rotations.npy``, ``offsets_A.npy``, cryoDRGN ``poses.pkl`` and ``ctf.pkl``,
     ``models.pdb`` or ``volume.mrc``, optionally ``clean.mrcs``), ``config.yaml``, ``versions.txt``,
     ``run.log`` and ``previews/*.png``.
 
+    Work goes into ``.<name>.part`` beside ``out_dir``, with a checkpoint after every chunk. If the run is
+    interrupted, calling again with the same options and source resumes from the last finished chunk and
+    gives the same bytes as an uninterrupted run (every chunk has its own noise generator).
+
     Returns:
         A summary dict (box, apix, noise σ, measured SNR, wall time, images/s).
     """
-    import pandas as pd
+    import shutil
 
-    from ..io.atomic import atomic_dir
-    from ..io.cryodrgn_pkl import poses_to_cryodrgn, write_ctf_pkl, write_poses_pkl
-    from ..io.mrc import StackWriter, write_map
-    from ..io.models import write_pdb
-    from ..io.rundir import close_logger, run_logger, write_config, write_versions
-    from ..io.star import write_star
+    from ..io.atomic import check_can_write, replace_dir
+    from ..io.mrc import StackFile
+    from ..io.rundir import close_logger, run_logger
     from ..utils.progress import progress_bar
 
     t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_can_write(out_dir, overwrite)
     plan = plan_simulation(cfg, source, frame_ids)
     n, D, apix = cfg.n_images, plan.box, plan.apix
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        (tmp / "truth").mkdir()
-        log = run_logger(tmp)
+    tmp = out_dir.parent / f".{out_dir.name}.part"
+    fingerprint = _fingerprint(cfg, source, plan)
+    ck = _Checkpoint.load(tmp, fingerprint) if tmp.is_dir() else None
+    if ck is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "truth").mkdir(parents=True)
+        ck = _Checkpoint(tmp, fingerprint)
+        ck.save()
+    st = ck.state
+    log = run_logger(tmp)
+    if st["chunks_done"] or st["sigma"] is not None:
+        log.info("resuming after %d chunks", st["chunks_done"])
+    else:
         log.info("simulate %d images, box %d, apix %.4f, source %s", n, D, apix, source_info)
-        noisy = math.isfinite(cfg.snr)
-        sigma = 0.0
-        if noisy:
-            with progress_bar(n, "measuring signal", show_progress) as bar:
-                var = clean_variance(plan, source, cfg, bar)
-            sigma = noise_sigma(var, cfg.snr)
-        log.info("noise sigma %.6g (SNR %s)", sigma, cfg.snr)
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        rv_clean, rv_noise = RunningVariance(), RunningVariance()
-        with contextlib.ExitStack() as stack:
-            writer = stack.enter_context(StackWriter(tmp / "particles.mrcs", n, D, apix))
-            clean_writer = (stack.enter_context(StackWriter(tmp / "truth" / "clean.mrcs", n, D, apix))
-                            if cfg.save_clean else None)
-            bar = stack.enter_context(progress_bar(n, "simulating", show_progress))
-            for sl in _chunks(n, cfg.chunk):
+    noisy = math.isfinite(cfg.snr)
+    if noisy and st["sigma"] is None:
+        with progress_bar(n, "measuring signal", show_progress) as bar:
+            var = clean_variance(plan, source, cfg, bar)
+        st["sigma"] = noise_sigma(var, cfg.snr)
+        ck.save()
+        log.info("noise sigma %.6g (SNR %s)", st["sigma"], cfg.snr)
+    sigma = st["sigma"] or 0.0
+    rv_clean, rv_noise = _rv_from(st["rv_clean"]), _rv_from(st["rv_noise"])
+    fresh = st["chunks_done"] == 0
+    stacks = [StackFile(tmp / "particles.mrcs", n, D, apix, create=fresh, stats=st["stack_stats"])]
+    if cfg.save_clean:
+        stacks.append(StackFile(tmp / "truth" / "clean.mrcs", n, D, apix, create=fresh, stats=st["clean_stats"]))
+    try:
+        with progress_bar(n, "simulating", show_progress) as bar:
+            for ci, sl in enumerate(_chunks(n, cfg.chunk)):
+                if ci < st["chunks_done"]:
+                    bar.advance(sl.stop - sl.start)
+                    continue
                 clean = render_images(plan, source, sl, cfg.ctf)
-                img = add_noise(clean, sigma, gen) if noisy else clean
+                img = add_noise(clean, sigma, _chunk_generator(cfg.seed, ci)) if noisy else clean
                 rv_clean.update(clean)
                 rv_noise.update(img - clean)
-                writer.write(img.numpy())
-                if clean_writer is not None:
-                    clean_writer.write(clean.numpy())
+                stacks[0].write_at(sl.start, img.numpy())
+                if cfg.save_clean:
+                    stacks[1].write_at(sl.start, clean.numpy())
+                for s_ in stacks:
+                    s_.flush()
+                st.update(chunks_done=ci + 1, stack_stats=stacks[0].stats, rv_clean=_rv_state(rv_clean),
+                          rv_noise=_rv_state(rv_noise), clean_stats=stacks[1].stats if cfg.save_clean else None)
+                ck.save()
                 bar.advance(sl.stop - sl.start)
-        # Metadata: STAR, numpy truth, cryoDRGN pickles.
-        euler = np.rad2deg(matrix_to_euler(plan.rotations).numpy())
-        origin = -plan.offsets_A
-        c = plan.ctf
-        parts = pd.DataFrame({
-            "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in range(n)],
-            "rlnDefocusU": c.defocus_u.numpy(), "rlnDefocusV": c.defocus_v.numpy(),
-            "rlnDefocusAngle": np.rad2deg(c.angle_ast.numpy()), "rlnPhaseShift": np.rad2deg(c.phase_shift.numpy()),
-            "rlnCtfBfactor": c.bfactor.numpy(),
-            "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],
-            "rlnOriginXAngst": origin[:, 0], "rlnOriginYAngst": origin[:, 1],
-            "rlnOpticsGroup": np.ones(n, dtype=int),
-            "cryoscapeConformation": plan.frame_ids[plan.conformation],
-        })
-        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                               "rlnVoltage": [cfg.voltage_kv], "rlnSphericalAberration": [cfg.cs_mm],
-                               "rlnAmplitudeContrast": [cfg.amp_contrast], "rlnImagePixelSize": [apix],
-                               "rlnImageSize": [D], "rlnImageDimensionality": [2]})
-        if not cfg.ctf:  # the images carry no CTF: say none, rather than parameters that were not applied
-            parts = parts.drop(columns=["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift",
-                                        "rlnCtfBfactor"])
-        write_star(tmp / "particles.star", parts, optics)
-        np.save(tmp / "truth" / "conformation.npy", plan.frame_ids[plan.conformation])
-        np.save(tmp / "truth" / "rotations.npy", plan.rotations.numpy())
-        np.save(tmp / "truth" / "offsets_A.npy", plan.offsets_A)
-        rot, trans = poses_to_cryodrgn(plan.rotations.numpy(), origin, D, apix)
-        write_poses_pkl(tmp / "truth" / "poses.pkl", rot, trans)
-        ctf_tab = np.stack([np.full(n, D), np.full(n, apix), c.defocus_u.numpy(), c.defocus_v.numpy(),
-                            np.rad2deg(c.angle_ast.numpy()), c.voltage_kv.numpy(), c.cs_mm.numpy(),
-                            c.amp_contrast.numpy(), np.rad2deg(c.phase_shift.numpy())], -1)
-        if cfg.ctf:
-            write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
-        if isinstance(source, MapSource):
-            write_map(tmp / "truth" / "volume.mrc", source.volume.numpy(), source.apix)
-        else:
-            write_pdb(tmp / "truth" / "models.pdb", _truth_conformations(source, truth_models, plan.frame_ids))
-        wall = time.perf_counter() - t0
-        summary = {
-            "n_images": n, "box_px": D, "apix_A": apix, "noise_sigma": sigma,
-            "snr_requested": cfg.snr,
-            "snr_measured": (rv_clean.variance / rv_noise.variance) if noisy else float("inf"),
-            "wall_s": round(wall, 3), "images_per_s": round(n / wall, 1),
-        }
-        write_config(tmp, {"command": "simulate", "source": source_info or {}, **asdict(cfg),
-                           "resolved": {"box": D, "apix": apix, "noise_sigma": sigma}})
-        write_versions(tmp)
-        if previews:
-            from ..report.previews import simulation_previews
-            simulation_previews(tmp / "previews", plan, source, cfg, sigma, gen_seed=cfg.seed + 2)
-        log.info("done: %s", summary)
+    except BaseException:
+        for s_ in stacks:
+            s_.close()
+        log.info("interrupted after %d chunks; the same command resumes", st["chunks_done"])
         close_logger(log)
+        raise
+    for s_ in stacks:
+        s_.finish()
+    summary = _write_metadata(tmp, plan, source, cfg, sigma, rv_clean, rv_noise, source_info, truth_models,
+                              previews, t0)
+    log.info("done: %s", summary)
+    close_logger(log)
+    (tmp / "progress.json").unlink()
+    replace_dir(tmp, out_dir)
+    return summary
+
+
+def _write_metadata(tmp: Path, plan: SimulationPlan, source, cfg: SimulationConfig, sigma: float,
+                    rv_clean: RunningVariance, rv_noise: RunningVariance, source_info, truth_models,
+                    previews: bool, t0: float) -> dict:
+    """STAR, numpy truth, cryoDRGN pickles, truth models or map, config, versions, previews."""
+    import pandas as pd
+
+    from ..io.cryodrgn_pkl import poses_to_cryodrgn, write_ctf_pkl, write_poses_pkl
+    from ..io.mrc import write_map
+    from ..io.models import write_pdb
+    from ..io.rundir import write_config, write_versions
+    from ..io.star import write_star
+
+    n, D, apix = cfg.n_images, plan.box, plan.apix
+    noisy = math.isfinite(cfg.snr)
+    # Metadata: STAR, numpy truth, cryoDRGN pickles.
+    euler = np.rad2deg(matrix_to_euler(plan.rotations).numpy())
+    origin = -plan.offsets_A
+    c = plan.ctf
+    parts = pd.DataFrame({
+        "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in range(n)],
+        "rlnDefocusU": c.defocus_u.numpy(), "rlnDefocusV": c.defocus_v.numpy(),
+        "rlnDefocusAngle": np.rad2deg(c.angle_ast.numpy()), "rlnPhaseShift": np.rad2deg(c.phase_shift.numpy()),
+        "rlnCtfBfactor": c.bfactor.numpy(),
+        "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],
+        "rlnOriginXAngst": origin[:, 0], "rlnOriginYAngst": origin[:, 1],
+        "rlnOpticsGroup": np.ones(n, dtype=int),
+        "cryoscapeConformation": plan.frame_ids[plan.conformation],
+    })
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnVoltage": [cfg.voltage_kv], "rlnSphericalAberration": [cfg.cs_mm],
+                           "rlnAmplitudeContrast": [cfg.amp_contrast], "rlnImagePixelSize": [apix],
+                           "rlnImageSize": [D], "rlnImageDimensionality": [2]})
+    if not cfg.ctf:  # the images carry no CTF: say none, rather than parameters that were not applied
+        parts = parts.drop(columns=["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift",
+                                    "rlnCtfBfactor"])
+    write_star(tmp / "particles.star", parts, optics)
+    np.save(tmp / "truth" / "conformation.npy", plan.frame_ids[plan.conformation])
+    np.save(tmp / "truth" / "rotations.npy", plan.rotations.numpy())
+    np.save(tmp / "truth" / "offsets_A.npy", plan.offsets_A)
+    rot, trans = poses_to_cryodrgn(plan.rotations.numpy(), origin, D, apix)
+    write_poses_pkl(tmp / "truth" / "poses.pkl", rot, trans)
+    ctf_tab = np.stack([np.full(n, D), np.full(n, apix), c.defocus_u.numpy(), c.defocus_v.numpy(),
+                        np.rad2deg(c.angle_ast.numpy()), c.voltage_kv.numpy(), c.cs_mm.numpy(),
+                        c.amp_contrast.numpy(), np.rad2deg(c.phase_shift.numpy())], -1)
+    if cfg.ctf:
+        write_ctf_pkl(tmp / "truth" / "ctf.pkl", ctf_tab)
+    if isinstance(source, MapSource):
+        write_map(tmp / "truth" / "volume.mrc", source.volume.numpy(), source.apix)
+    else:
+        write_pdb(tmp / "truth" / "models.pdb", _truth_conformations(source, truth_models, plan.frame_ids))
+    wall = time.perf_counter() - t0
+    summary = {
+        "n_images": n, "box_px": D, "apix_A": apix, "noise_sigma": sigma,
+        "snr_requested": cfg.snr,
+        "snr_measured": (rv_clean.variance / rv_noise.variance) if noisy else float("inf"),
+        "wall_s": round(wall, 3), "images_per_s": round(n / wall, 1),
+    }
+    write_config(tmp, {"command": "simulate", "source": source_info or {}, **asdict(cfg),
+                       "resolved": {"box": D, "apix": apix, "noise_sigma": sigma}})
+    write_versions(tmp)
+    if previews:
+        from ..report.previews import simulation_previews
+        simulation_previews(tmp / "previews", plan, source, cfg, sigma, gen_seed=cfg.seed + 2)
     return summary

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "atomic_dir", "check_can_write"]
+__all__ = ["atomic_path", "atomic_dir", "check_can_write", "replace_dir"]
 
 
 def _umask() -> int:
@@ -51,6 +51,19 @@ def atomic_path(path: str | Path):
         raise
 
 
+def replace_dir(src: str | Path, dst: str | Path) -> None:
+    """Rename the finished folder ``src`` onto ``dst``; an existing ``dst`` is removed only afterwards."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    else:
+        os.replace(src, dst)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = False):
     """Yield a temporary folder beside ``path``; on clean exit it becomes ``path``, else it is removed.
@@ -64,13 +77,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,6 +6,7 @@ The voxel size in the header is the pixel size in Å; the origin is written as 0
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["read_map", "read_stack", "write_map", "write_stack", "StackWriter", "read_header_apix"]
+__all__ = ["read_map", "read_stack", "write_map", "write_stack", "StackWriter", "StackFile", "read_header_apix"]
 
 
 def _open(path: str | Path, mmap: bool):
@@ -143,6 +144,64 @@ def write_stack(path: str | Path, images, apix: float) -> None:
             _set_header(mrc, apix)
 
 
+class StackFile:
+    """A float32 stack of ``n`` images of ``D²`` pixels on disk, written by position in chunks.
+
+    Data go to disk with plain writes (no memory map, so resident memory stays at one chunk); header
+    statistics (min, max, mean, rms) accumulate in :attr:`stats` (a plain dict, so a caller can save it
+    and reopen the file later with ``create=False, stats=...`` to continue after an interruption).
+    :meth:`finish` writes the statistics into the header and closes the file.
+    """
+
+    def __init__(self, path: str | Path, n: int, D: int, apix: float, create: bool = True,
+                 stats: dict | None = None):
+        self.path, self.n, self.D, self.apix = Path(path), int(n), int(D), float(apix)
+        if create:
+            with mrcfile.new_mmap(self.path, shape=(self.n, self.D, self.D), mrc_mode=2, overwrite=True) as mrc:
+                mrc.set_image_stack()
+                _set_header(mrc, self.apix)
+        with mrcfile.open(self.path, mode="r", header_only=True, permissive=True) as mrc:
+            self._offset = 1024 + int(mrc.header.nsymbt)
+            if (int(mrc.header.nz), int(mrc.header.ny), int(mrc.header.nx)) != (self.n, self.D, self.D):
+                raise ValueError(f"{self.path}: existing stack does not have shape ({n}, {D}, {D})")
+        self.stats = dict(stats) if stats else {"min": math.inf, "max": -math.inf, "sum": 0.0, "sumsq": 0.0}
+        self._file = open(self.path, "r+b")
+
+    def write_at(self, start: int, chunk) -> None:
+        """Write ``(k, D, D)`` images as images ``start .. start + k − 1``."""
+        chunk = np.ascontiguousarray(np.asarray(chunk, dtype=np.float32))
+        k = chunk.shape[0]
+        if chunk.shape[1:] != (self.D, self.D):
+            raise ValueError(f"{self.path}: chunk of shape {chunk.shape}, expected (k, {self.D}, {self.D})")
+        if start < 0 or start + k > self.n:
+            raise ValueError(f"{self.path}: writing images {start}..{start + k - 1} of {self.n}")
+        self._file.seek(self._offset + start * self.D * self.D * 4)
+        self._file.write(chunk.tobytes())
+        st = self.stats
+        st["min"] = min(st["min"], float(chunk.min()))
+        st["max"] = max(st["max"], float(chunk.max()))
+        c64 = chunk.astype(np.float64)
+        st["sum"] += float(c64.sum())
+        st["sumsq"] += float((c64 * c64).sum())
+
+    def flush(self) -> None:
+        """Push written data to the operating system (before saving :attr:`stats` as a checkpoint)."""
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def finish(self) -> None:
+        """Write the header statistics and close."""
+        self.close()
+        npx = self.n * self.D * self.D
+        mean = self.stats["sum"] / npx
+        with mrcfile.mmap(self.path, mode="r+") as mrc:
+            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = self.stats["min"], self.stats["max"], mean
+            mrc.header.rms = float(np.sqrt(max(self.stats["sumsq"] / npx - mean * mean, 0.0)))
+
+
 class StackWriter:
     """Write a stack of known size chunk by chunk with bounded memory, atomically.
 
@@ -152,26 +211,19 @@ class StackWriter:
             for chunk in chunks:
                 w.write(chunk)          # (n_chunk, D, D), in order
 
-    Data go to disk with plain sequential writes (no memory map, so resident memory stays at one chunk);
-    header statistics (min, max, mean, rms) are accumulated on the way. The file appears under its name
-    only after every image was written and the context exits cleanly.
+    The file appears under its name only after every image was written and the context exits cleanly
+    (a :class:`StackFile` on a temporary name).
     """
 
     def __init__(self, path: str | Path, n: int, D: int, apix: float):
         self.path, self.n, self.D, self.apix = Path(path), int(n), int(D), float(apix)
         self._pos = 0
-        self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
 
     def __enter__(self):
         self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
+        tmp = self._ctx.__enter__()
         try:
-            with mrcfile.new_mmap(self._tmp, shape=(self.n, self.D, self.D), mrc_mode=2,
-                                  overwrite=True) as mrc:
-                mrc.set_image_stack()
-                _set_header(mrc, self.apix)
-                self._offset = 1024 + int(mrc.header.nsymbt)
-            self._file = open(self._tmp, "r+b")
+            self._stack = StackFile(tmp, self.n, self.D, self.apix)
         except BaseException as exc:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -179,32 +231,21 @@ class StackWriter:
 
     def write(self, chunk) -> None:
         """Append ``(k, D, D)`` images."""
-        chunk = np.ascontiguousarray(np.asarray(chunk, dtype=np.float32))
-        k = chunk.shape[0]
-        if chunk.shape[1:] != (self.D, self.D):
-            raise ValueError(f"{self.path}: chunk of shape {chunk.shape}, expected (k, {self.D}, {self.D})")
+        k = np.shape(chunk)[0]
         if self._pos + k > self.n:
             raise ValueError(f"{self.path}: writing past the declared {self.n} images")
-        self._file.seek(self._offset + self._pos * self.D * self.D * 4)
-        self._file.write(chunk.tobytes())
+        self._stack.write_at(self._pos, chunk)
         self._pos += k
-        self._min = min(self._min, float(chunk.min()))
-        self._max = max(self._max, float(chunk.max()))
-        c64 = chunk.astype(np.float64)
-        self._sum += float(c64.sum())
-        self._sumsq += float((c64 * c64).sum())
 
     def __exit__(self, exc_type, exc, tb):
-        self._file.close()
         if exc_type is None and self._pos != self.n:
+            self._stack.close()
             exc = ValueError(f"{self.path}: wrote {self._pos} of {self.n} images")
             self._ctx.__exit__(ValueError, exc, None)
             raise exc
         if exc_type is None:
-            npx = self.n * self.D * self.D
-            mean = self._sum / npx
-            with mrcfile.mmap(self._tmp, mode="r+") as mrc:
-                mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = self._min, self._max, mean
-                mrc.header.rms = float(np.sqrt(max(self._sumsq / npx - mean * mean, 0.0)))
+            self._stack.finish()
+        else:
+            self._stack.close()
         self._ctx.__exit__(exc_type, exc, tb)
         return False
