@@ -1,5 +1,7 @@
-"""Atomic-structure heterogeneity by spectral decomposition (Esteve-Yagüe et al. 2023): the graph part."""
+"""Atomic-structure heterogeneity by spectral decomposition (Esteve-Yagüe et al. 2023)."""
 
 from .graph import gaussian_affinity, normalized_laplacian, spectral_embedding
+from .model import FitConfig, LinearAngleModel, fit_model, render_particles
 
-__all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding"]
+__all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding", "FitConfig", "LinearAngleModel",
+           "fit_model", "render_particles"]

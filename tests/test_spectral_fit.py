@@ -1,0 +1,44 @@
+"""The spectral model fitted to clean images recovers the conformations behind them."""
+
+import pytest
+import torch
+
+from cryoscape.analysis.pointcloud import pointcloud_errors
+from cryoscape.geometry import random_rotations
+from cryoscape.methods.spectral import FitConfig, LinearAngleModel, fit_model, render_particles
+from cryoscape.physics import CTFParams
+from cryoscape.structure import chain_to_internal
+
+
+@pytest.mark.slow
+def test_fit_recovers_conformations_on_clean_data(adk):
+    """Truth: a 1-D family of AdK conformations, linear in the angles along a path coordinate s ∈ [−1, 1]
+    (15 % of the way from the closed to the open frame at s = 1); the model starts from frame 0."""
+    x = torch.as_tensor(adk.coords[[0, 101]])
+    x = x - x[0].mean(0)
+    ref = chain_to_internal(x[:1])
+    end = chain_to_internal(x[1:], ref=ref.ref)
+    truth = LinearAngleModel(ref, 1)
+    truth.gamma_psi.data = (end.psi - ref.psi).T * 0.15
+    truth.gamma_theta.data = (end.theta - ref.theta).T * 0.15
+    g = torch.Generator().manual_seed(1)
+    N, D, apix = 240, 40, 3.0
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.randn(N, 2, generator=g, dtype=torch.float64) * 2
+    df = torch.rand(N, generator=g, dtype=torch.float64) * 1e4 + 1e4
+    ctf = CTFParams(df, df, torch.zeros(N), 300, 2.7, 0.1)
+    with torch.no_grad():
+        coords = truth(s)
+        images = render_particles(coords, R, offsets, ctf, 3.0, D, apix)
+    train, test = slice(0, 200), slice(200, N)
+    model = LinearAngleModel(ref, 1)
+    with torch.no_grad():
+        start = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
+    hist = fit_model(model, s[train], images[train], R[train], offsets[train], ctf.subset(train), D, apix,
+                     FitConfig(epochs=60, batch_size=50, lr=0.01, optimizer="adam"))
+    with torch.no_grad():
+        end_err = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
+    assert start > 5.0
+    assert end_err < 0.5, (start, end_err)
+    assert hist[-1]["loss"] < 0.01 * hist[0]["loss"]
