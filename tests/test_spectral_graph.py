@@ -57,3 +57,14 @@ def test_pointcloud_errors_on_known_displacements():
     # a rigid motion alone costs nothing after superposition
     rigid = pointcloud_errors(true + torch.tensor([5.0, 0, 0], dtype=torch.float64), true)
     assert rigid["avg_error_A"] == 5.0 and rigid["rmsd_aligned_mean_A"] < 1e-10
+
+
+def test_oracle_map_features_embed_the_path(adk):
+    from cryoscape.methods.spectral import oracle_maps
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, adk.n_frames, 300)
+    x = torch.as_tensor(adk.coords[frames] - adk.coords[frames].mean(axis=1, keepdims=True))
+    f = oracle_maps(x, 24, 4.0, blur=6.0, noise_std=0.5, seed=1)
+    assert f.shape == (300, 24 ** 3)
+    V, _, _ = spectral_embedding(f, 3)
+    assert abs(np.corrcoef(V[:, 1].numpy(), frames)[0, 1]) > 0.9
