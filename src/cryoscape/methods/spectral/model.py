@@ -54,12 +54,16 @@ class LinearAngleModel(nn.Module):
             psi, theta = psi + self.bias_psi, theta + self.bias_theta
         return psi, theta
 
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """``v (n, k)`` → Cα positions ``(n, L, 3)`` in the reference's frame (Å)."""
+    def forward(self, v: torch.Tensor, ref_pos: torch.Tensor | None = None,
+                ref_frame: torch.Tensor | None = None) -> torch.Tensor:
+        """``v (n, k)`` → Cα positions ``(n, L, 3)`` (Å), anchored at the reference's atom and frame, or at
+        per-particle ``ref_pos (n, 3)`` and ``ref_frame (n, 3, 3)`` when given (the paper's protocol gives
+        the model each particle's true anchor)."""
         psi, theta = self.angles(v)
         n = v.shape[0]
-        c = ChainCoordinates(psi, theta, self.ref.bonds.expand(n, -1), self.ref.ref,
-                             self.ref.ref_pos.expand(n, -1), self.ref.ref_frame.expand(n, -1, -1))
+        pos = self.ref.ref_pos.expand(n, -1) if ref_pos is None else ref_pos
+        frame = self.ref.ref_frame.expand(n, -1, -1) if ref_frame is None else ref_frame
+        c = ChainCoordinates(psi, theta, self.ref.bonds.expand(n, -1), self.ref.ref, pos, frame)
         return internal_to_chain(c)
 
 
@@ -90,13 +94,16 @@ class FitConfig:
 
 def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R: torch.Tensor,
               offsets: torch.Tensor, ctf: CTFParams | None, D: int, apix: float, cfg: FitConfig,
-              progress=None) -> list[dict]:
+              progress=None, anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+              on_epoch=None) -> list[dict]:
     """Minimise the mean squared image error over the model's parameters.
 
     Args:
         v: ``(N, k)`` spectral coordinates of the training particles; images ``(N, D, D)``; R, offsets,
         ctf: their known poses, offsets (Å, the particle's displacement from the box centre) and CTF.
         progress: object with ``advance(n)`` (one unit per epoch).
+        anchors: optional per-particle ``(ref_pos (N, 3), ref_frame (N, 3, 3))`` (see ``forward``).
+        on_epoch: optional callback ``f(epoch, model)`` after every epoch (e.g. to record test errors).
     Returns:
         The per-epoch history: ``{"epoch", "loss", "wall_s"}`` (loss relative to the images' mean square).
     """
@@ -117,7 +124,8 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
         for s in range(0, N, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             opt.zero_grad()
-            pred = render_particles(model(v[idx]), R[idx], offsets[idx],
+            coords = model(v[idx]) if anchors is None else model(v[idx], anchors[0][idx], anchors[1][idx])
+            pred = render_particles(coords, R[idx], offsets[idx],
                                     None if ctf is None else ctf.subset(idx), cfg.sigma, D, apix)
             loss = ((pred - images[idx].to(pred.dtype)) ** 2).mean() * scale
             loss.backward()
@@ -126,6 +134,8 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
         history.append({"epoch": epoch, "loss": total / N, "wall_s": time.perf_counter() - t0})
         if not math.isfinite(total):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {total}); lower the learning rate")
+        if on_epoch is not None:
+            on_epoch(epoch, model)
         if progress is not None:
             progress.advance(1)
     return history

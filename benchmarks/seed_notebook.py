@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""The seed method's protocol (issue 3) on AdK, with correct physics: errors before and after training.
+
+Protocol as the issue states it (docs/seed_notebook_protocol.md records what the public notebook really
+ran): AdK from MDAnalysisTests (PSF + DCD2, 102 frames, Cα), 400 images of 64 px drawn from the frames with
+replacement, Gaussian atoms σ = 3 Å, SNR 0.058, defocus 1.5–2.5 µm, Haar-uniform poses, no shifts; the
+"oracle" graph (16³ noisy low-resolution maps of each particle's true conformation, Gaussian kernel,
+normalised Laplacian, 10 eigenvectors including the trivial one, all 400 particles in the graph); the
+paper's model (angles linear in the eigenvectors, zero-initialised, frame 0 as the given model, one constant
+bond length = frame 0's mean; each particle's true reference atom and frame given, as in the notebook);
+SGD with momentum 0.9, batch 100, 30 epochs; 90/10 split. Our loss is the mean squared error divided by
+the images' mean square (so that steps do not depend on units), so the notebook's lr 0.1, which applies to
+its unnormalised loss, does not carry over: lr 5 is the default here (``--lr 0.1`` runs the literal value).
+
+Physics and conventions are cryoscape's (RELION CTF sign, no modulus, defocus in Å): the notebook's own
+departures are listed in docs/seed_notebook_protocol.md. Two splits are reported: random over images (test
+images share frames with training images, as in the notebook) and held out by frame. Errors are the paper's
+three (lab frame, true pose) on the test images. Usage: ``.venv/bin/python benchmarks/seed_notebook.py
+[--epochs 30] [--seed 0]``. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _figures import print_figures  # noqa: E402
+
+from cryoscape.analysis.pointcloud import pointcloud_errors  # noqa: E402
+from cryoscape.data.embedded import adk_files  # noqa: E402
+from cryoscape.data.simulate import AtomSource, SimulationConfig, plan_simulation, render_images  # noqa: E402
+from cryoscape.io.models import read_trajectory  # noqa: E402
+from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, fit_model, oracle_maps,  # noqa: E402
+                                        spectral_embedding)
+from cryoscape.physics import add_noise, noise_sigma  # noqa: E402
+from cryoscape.structure import chain_to_internal  # noqa: E402
+
+
+def run_split(name, train, test, v, images, plan, coords, anchors, ref, args, fig):
+    """Fit on ``train``, report the three errors on ``test`` before and after."""
+    R = plan.rotations
+    offsets = torch.as_tensor(plan.offsets_A)
+    model = LinearAngleModel(ref, v.shape[1])
+
+    def errors():
+        with torch.no_grad():
+            pred = model(v[test], anchors[0][test], anchors[1][test])
+        return pointcloud_errors(pred, coords[test])
+
+    e0 = errors()
+    t = time.perf_counter()
+    fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
+              plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr, momentum=0.9,
+                                             optimizer="sgd", seed=args.seed),
+              anchors=(anchors[0][train], anchors[1][train]))
+    wall = time.perf_counter() - t
+    e1 = errors()
+    for k in ("avg_error_A", "avg_max_error_A", "max_error_A"):
+        fig[f"{name}_{k}_epoch0"] = e0[k]
+        fig[f"{name}_{k}_trained"] = e1[k]
+    fig[f"{name}_rmsd_aligned_mean_A_trained"] = e1["rmsd_aligned_mean_A"]
+    fig[f"{name}_train_wall_s"] = wall
+    fig[f"{name}_n_train"], fig[f"{name}_n_test"] = len(train), len(test)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=5.0, help="SGD step on the normalised loss")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=400)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t_all = time.perf_counter()
+    psf, dcd = adk_files()
+    traj = read_trajectory(psf, dcd, "ca")
+    xyz = torch.as_tensor(traj.coords - traj.coords.mean(axis=1, keepdims=True))  # (102, 214, 3), centred
+    source = AtomSource(xyz.numpy(), 3.0)
+    cfg = SimulationConfig(n_images=args.n, box=64, snr=0.058, sigma=3.0, defocus_min_um=1.5, defocus_max_um=2.5,
+                           sampling="random", seed=args.seed)
+    plan = plan_simulation(cfg, source)
+    clean = render_images(plan, source, slice(0, args.n)).to(torch.float64)
+    sigma = noise_sigma(float(clean.var()), cfg.snr)
+    images = add_noise(clean, sigma, torch.Generator().manual_seed(args.seed + 1))
+    frames = torch.as_tensor(plan.conformation)
+    coords = xyz[frames]  # the true conformation of each particle (model frame; the pose is known)
+
+    # the given model: frame 0, one constant bond length (the paper's model)
+    ref = chain_to_internal(xyz[:1])
+    ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
+    true_int = chain_to_internal(coords, ref=ref.ref)
+    anchors = (true_int.ref_pos, true_int.ref_frame)  # each particle's true anchor, as in the notebook
+
+    feats = oracle_maps(coords, 16, 6.0, blur=3.0, noise_std=0.5, seed=args.seed)
+    t = time.perf_counter()
+    v, _, _ = spectral_embedding(feats, 10)
+    fig: dict = {"n_images": args.n, "box_px": plan.box, "apix_A": plan.apix, "snr": cfg.snr,
+                 "epochs": args.epochs, "lr": args.lr, "graph_wall_s": time.perf_counter() - t}
+    fig["corr_eigvec1_vs_frame"] = float(abs(np.corrcoef(v[:, 1].numpy(), frames.numpy())[0, 1]))
+
+    rng = np.random.default_rng(args.seed)
+    perm = rng.permutation(args.n)
+    n_test = args.n // 10
+    run_split("random_split", np.sort(perm[n_test:]), np.sort(perm[:n_test]), v, images, plan, coords, anchors,
+              ref, args, fig)
+    held = rng.choice(102, size=10, replace=False)
+    is_test = np.isin(plan.conformation, held)
+    run_split("frame_split", np.nonzero(~is_test)[0], np.nonzero(is_test)[0], v, images, plan, coords, anchors,
+              ref, args, fig)
+    fig["wall_s_total"] = time.perf_counter() - t_all
+    fig["conventions"] = "cryoscape physics: RELION CTF sign, defocus in Å, no modulus; Haar poses; exact SNR"
+    print_figures(fig)
+
+
+if __name__ == "__main__":
+    main()
