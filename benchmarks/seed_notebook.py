@@ -50,7 +50,7 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, args, fi
     """Fit on ``train``, report the three errors on ``test`` before and after."""
     R = plan.rotations
     offsets = torch.as_tensor(plan.offsets_A)
-    model = LinearAngleModel(ref, v.shape[1])
+    model = LinearAngleModel(ref, v.shape[1], bias=args.bias)
 
     def errors():
         with torch.no_grad():
@@ -61,7 +61,7 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, args, fi
     t = time.perf_counter()
     fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
               plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr, momentum=0.9,
-                                             optimizer="sgd", seed=args.seed),
+                                             optimizer=args.optimizer, seed=args.seed),
               anchors=(anchors[0][train], anchors[1][train]))
     wall = time.perf_counter() - t
     e1 = errors()
@@ -79,6 +79,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5.0, help="SGD step on the normalised loss")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--k", type=int, default=10, help="eigenvectors")
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    ap.add_argument("--bias", action="store_true", help="learn a constant angle offset too")
+    ap.add_argument("--bonds", choices=("constant", "given"), default="constant",
+                    help="one mean bond length (the paper's model) or the given model's per-bond lengths")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t_all = time.perf_counter()
@@ -97,15 +102,17 @@ def main() -> None:
 
     # the given model: frame 0, one constant bond length (the paper's model)
     ref = chain_to_internal(xyz[:1])
-    ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
+    if args.bonds == "constant":
+        ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
     true_int = chain_to_internal(coords, ref=ref.ref)
     anchors = (true_int.ref_pos, true_int.ref_frame)  # each particle's true anchor, as in the notebook
 
     feats = oracle_maps(coords, 16, 6.0, blur=3.0, noise_std=0.5, seed=args.seed)
     t = time.perf_counter()
-    v, _, _ = spectral_embedding(feats, 10)
+    v, _, _ = spectral_embedding(feats, args.k)
     fig: dict = {"n_images": args.n, "box_px": plan.box, "apix_A": plan.apix, "snr": cfg.snr,
-                 "epochs": args.epochs, "lr": args.lr, "graph_wall_s": time.perf_counter() - t}
+                 "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "k": args.k,
+                 "bias": args.bias, "bonds": args.bonds, "graph_wall_s": time.perf_counter() - t}
     fig["corr_eigvec1_vs_frame"] = float(abs(np.corrcoef(v[:, 1].numpy(), frames.numpy())[0, 1]))
 
     rng = np.random.default_rng(args.seed)
