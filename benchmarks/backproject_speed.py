@@ -4,7 +4,8 @@
 Data: the AdK model (all 3,341 atoms, σ = 1.5 Å) voxelised into the truth map; particles projected from
 it by cryoscape's simulator (uniform poses, offsets up to 6 Å, astigmatic CTF 1–2.5 µm): 10,000 × 64 px
 noiseless, 10,000 × 64 px at SNR 0.1, and 10,000 × 128 px noiseless. Each set is reconstructed, in this
-same invocation, by ``cryoscape backproject`` (command line, so start-up is counted as for cryoDRGN) and by
+same invocation, by ``cryoscape backproject`` (command line, so start-up is counted as for cryoDRGN; default trilinear
+insertion and ``--interp nearest``) and by
 ``cryodrgn backproject_voxel`` (cryoDRGN 4.3.1 in ``.venv-peers/cryodrgn``); both maps are compared with the
 truth by FSC.
 
@@ -69,16 +70,21 @@ def case(name: str, D: int, apix: float, snr: float, n: int, coords, work: Path,
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     ours = timed([sys.executable, "-m", "cryoscape.cli.main", "backproject", sim / "particles.star",
                   "--no-progress", "--mask-radius", "0", "-o", work / f"ours_{name}"], env)
+    near = timed([sys.executable, "-m", "cryoscape.cli.main", "backproject", sim / "particles.star",
+                  "--no-progress", "--mask-radius", "0", "--interp", "nearest", "-o", work / f"near_{name}"], env)
     theirs = timed([CRYODRGN, "backproject_voxel", sim / "particles.mrcs", "--poses", sim / "truth" / "poses.pkl",
                     "--ctf", sim / "truth" / "ctf.pkl", "-o", work / f"cdrgn_{name}"])
     v_ours, _ = read_map(work / f"ours_{name}" / "map.mrc")
+    v_near, _ = read_map(work / f"near_{name}" / "map.mrc")
     v_theirs, _ = read_map(work / f"cdrgn_{name}" / "backproject.mrc")
     fig[f"{name}_cryoscape_wall_s"] = ours
     fig[f"{name}_cryodrgn_wall_s"] = theirs
     fig[f"{name}_cryoscape_img_per_s"] = n / ours
     fig[f"{name}_cryodrgn_img_per_s"] = n / theirs
     fig[f"{name}_speed_ratio_vs_cryodrgn"] = theirs / ours
-    for who, v in (("cryoscape", v_ours), ("cryodrgn", v_theirs)):
+    fig[f"{name}_cryoscape_nearest_wall_s"] = near
+    fig[f"{name}_nearest_speed_ratio_vs_cryodrgn"] = theirs / near
+    for who, v in (("cryoscape", v_ours), ("cryoscape_nearest", v_near), ("cryodrgn", v_theirs)):
         for k, val in scores(v, truth, apix).items():
             fig[f"{name}_{who}_{k}"] = val
 
