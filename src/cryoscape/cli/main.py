@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # unwritable output, full disk, too many open files: one line, not a traceback
+        where = exc.filename if exc.filename else "system"
+        typer.echo(f"error: {where}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -84,17 +85,26 @@ def fsc_cmd(
     apix: Optional[float] = typer.Option(None, "--apix", help="Voxel size, Å (default: from the headers)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the curve and figures as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the FSC plot (PNG)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing -o/--plot files."),
 ):
     """Fourier shell correlation of two maps: resolution at 0.143 and 0.5, FSC-AUC, real-space correlation."""
     from ..analysis.fsc import fsc, fsc_auc, real_space_correlation, resolution_at, shell_frequencies
-    from ..io.atomic import atomic_path
+    from ..io.atomic import atomic_path, check_can_write
     from ..io.errors import InputError
     from ..io.mrc import read_map
 
+    if apix is not None and not (apix > 0 and math.isfinite(apix)):
+        raise InputError("--apix", f"must be > 0, got {apix}")
+    for p in (out, plot):
+        if p is not None:
+            check_can_write(p, overwrite)
     v1, a1 = read_map(map1)
     v2, a2 = read_map(map2)
-    if v1.shape != v2.shape or len(set(v1.shape)) != 1:
-        raise InputError(map2, f"shape {v2.shape} differs from {map1.name}'s {v1.shape} (both must be cubic)")
+    for p, v in ((map1, v1), (map2, v2)):
+        if len(set(v.shape)) != 1:
+            raise InputError(p, f"map is not cubic: {v.shape}")
+    if v1.shape != v2.shape:
+        raise InputError(map2, f"shape {v2.shape} differs from {map1.name}'s {v1.shape}")
     a = apix or a1 or a2
     if not a:
         raise InputError(map1, "no voxel size in the headers; give --apix")
@@ -134,16 +144,18 @@ def downsample(
 ):
     """Fourier-crop images or a map to a smaller box (the pixel size grows by the same factor)."""
     from ..io.atomic import check_can_write
+    from ..io.errors import InputError
     from ..methods.downsample import downsample_map_file, downsample_stack_file, downsample_star_file
     check_can_write(out, overwrite)
+    if chunk < 1:
+        raise InputError("--chunk", f"must be ≥ 1, got {chunk}")
     suffix = input_path.suffix.lower()
     if suffix == ".star":
-        summary = downsample_star_file(input_path, box, out, datadir, chunk, not no_progress)
+        summary = downsample_star_file(input_path, box, out, datadir, chunk, not no_progress, overwrite)
     elif suffix == ".mrcs":
         summary = downsample_stack_file(input_path, box, out, chunk, not no_progress)
     elif suffix in (".mrc", ".map"):
         summary = downsample_map_file(input_path, box, out)
     else:
-        from ..io.errors import InputError
         raise InputError(input_path, f"unknown file type {suffix!r} (expected .mrcs, .mrc or .star)")
     typer.echo(json.dumps(summary))

@@ -16,13 +16,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from collections import OrderedDict
+
 from ..io.errors import InputError
-from ..io.mrc import read_stack
+from ..io.mrc import read_stack, read_stack_header
 from ..physics.ctf import CTFParams
 
 __all__ = ["ParticleData", "load_particles", "read_indices"]
 
 _APIX_RTOL = 0.01
+OPEN_STACKS = 64
+
+
+class _StackCache:
+    """Memory maps of the most recently used stacks (least recently used ones are dropped)."""
+
+    def __init__(self, size: int = OPEN_STACKS):
+        self.size, self._maps = size, OrderedDict()
+
+    def get(self, path: str) -> np.ndarray:
+        if path in self._maps:
+            self._maps.move_to_end(path)
+            return self._maps[path]
+        data, _ = read_stack(path)
+        self._maps[path] = data
+        if len(self._maps) > self.size:
+            self._maps.popitem(last=False)  # the dropped memory map closes its file when collected
+        return data
 
 
 @dataclass
@@ -30,7 +50,9 @@ class ParticleData:
     """Particles ready for a method.
 
     Attributes:
-        stacks: stack path → memory-mapped ``(n, D, D)`` array.
+        stacks: stack path → number of images in it (stacks are opened on demand, at most
+            :data:`OPEN_STACKS` at a time, so a set spread over thousands of stacks stays within the
+            limit of open files).
         stack_of: ``(N,)`` stack path of each particle. index_in_stack: ``(N,)`` 0-based.
         rotations: ``(N, 3, 3)`` float64 torch pose matrices, or None.
         origins_A: ``(N, 2)`` RELION origin shifts in Å (zeros when unknown).
@@ -47,6 +69,9 @@ class ParticleData:
     apix: float
     D: int
     source: str = ""
+
+    def __post_init__(self):
+        self._cache = _StackCache()
 
     def __len__(self) -> int:
         return len(self.index_in_stack)
@@ -74,7 +99,7 @@ class ParticleData:
             rows = np.nonzero(paths == p)[0]
             k = self.index_in_stack[idx[rows]]
             order = np.argsort(k)  # memory maps read fastest in file order
-            out[rows[order]] = self.stacks[p][k[order]]
+            out[rows[order]] = self._cache.get(p)[k[order]]
         if not np.isfinite(out).all():
             bad = idx[~np.isfinite(out).all(axis=(1, 2))][0]
             raise InputError(self.stack_of[bad], f"image {self.index_in_stack[bad] + 1} contains NaN or inf")
@@ -82,14 +107,15 @@ class ParticleData:
 
 
 def _open_stacks(paths, where) -> tuple[dict, int, float]:
+    """Validate every stack once (closing it again): ``({path: n_images}, box, apix of the first)``."""
     stacks, D, apix = {}, None, None
     for p in dict.fromkeys(paths):
-        data, a = read_stack(p)
+        n, d, a = read_stack_header(p)
         if D is None:
-            D, apix = data.shape[-1], a
-        elif data.shape[-1] != D:
-            raise InputError(p, f"images are {data.shape[-1]} px but other stacks have {D} px")
-        stacks[p] = data
+            D, apix = d, a
+        elif d != D:
+            raise InputError(p, f"images are {d} px but other stacks have {D} px")
+        stacks[p] = n
     return stacks, D, apix
 
 
@@ -157,14 +183,14 @@ def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: 
         stack_of, index_in_stack = paths, idx
     elif suffix in (".mrcs", ".mrc"):
         stacks, D, header_apix = _open_stacks([str(particles)], particles)
-        n = stacks[str(particles)].shape[0]
+        n = stacks[str(particles)]
         a = apix or header_apix
         stack_of, index_in_stack = np.array([str(particles)] * n, dtype=object), np.arange(n)
     else:
         raise InputError(particles, f"unknown particle file type {suffix!r} (expected .star or .mrcs)")
     n = len(index_in_stack)
     for p, i in zip(*np.unique(stack_of, return_index=True)):
-        m = stacks[p].shape[0]
+        m = stacks[p]
         top = index_in_stack[stack_of == p].max()
         if top >= m:
             raise InputError(p, f"has {m} images but the particle list refers to image {top + 1}")
@@ -190,7 +216,8 @@ def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: 
         R = torch.as_tensor(Rn)
     if R is None:
         if need_poses:
-            raise InputError(particles, "no poses: the STAR has no rlnAngleRot/Tilt/Psi; give --poses")
+            what = "the STAR has no rlnAngleRot/Tilt/Psi" if suffix == ".star" else "a stack carries none"
+            raise InputError(particles, f"no poses: {what}; give --poses")
         origins = np.zeros((n, 2))
     src = f"{particles}" + (f" + {Path(poses).name}" if poses else "") + (f" + {Path(ctf).name}" if ctf else "")
     return ParticleData(stacks, np.asarray(stack_of, dtype=object), np.asarray(index_in_stack, dtype=np.int64), R,

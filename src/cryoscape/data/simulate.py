@@ -81,7 +81,15 @@ class SimulationConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first invalid option."""
+        floats = {"--apix": self.apix, "--sigma": self.sigma, "--defocus-min": self.defocus_min_um,
+                  "--defocus-max": self.defocus_max_um, "--astigmatism": self.astigmatism_um,
+                  "--voltage": self.voltage_kv, "--cs": self.cs_mm, "--amp-contrast": self.amp_contrast,
+                  "--bfactor": self.bfactor, "--phase-shift-deg": self.phase_shift_deg, "--shift-max": self.shift_max_A}
+        for where, value in floats.items():
+            if value is not None and not math.isfinite(value):
+                raise InputError(where, f"must be a finite number, got {value}")
         checks = [
+            (self.seed >= 0, "--seed", f"must be ≥ 0, got {self.seed}"),
             (self.n_images >= 1, "--n-images", f"must be ≥ 1, got {self.n_images}"),
             (self.box is None or self.box >= 8, "--box", f"must be ≥ 8 pixels, got {self.box}"),
             (self.apix is None or (self.apix > 0 and math.isfinite(self.apix)), "--apix",
@@ -206,7 +214,7 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
     cfg.validate()
     box, apix = _auto_geometry(cfg, source)
     extent = 2 * source.radius() + 2 * cfg.shift_max_A
-    if extent > box * apix * 1.0 + 1e-6:
+    if isinstance(source, AtomSource) and extent > box * apix + 1e-6:  # a map is already in its box
         raise InputError("--box", f"box of {box} px × {apix:.3g} Å = {box * apix:.1f} Å is smaller than the "
                                   f"particle ({extent:.1f} Å incl. offsets); increase --box or --apix")
     n = cfg.n_images
@@ -214,8 +222,9 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
     F = source.n_conformations
     if cfg.sampling == "random":
         conf = rng.integers(0, F, size=n)
-    elif cfg.sampling == "balanced":
-        conf = rng.permutation(np.resize(np.arange(F), n))
+    elif cfg.sampling == "balanced":  # every frame n // F times, the rest to distinct random frames
+        conf = rng.permutation(np.concatenate([np.tile(np.arange(F), n // F),
+                                               rng.choice(F, n % F, replace=False)]))
     else:
         conf = np.arange(n) % F
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -35,22 +35,36 @@ def _load(path: Path):
         raise InputError(path, f"not a readable pickle ({type(exc).__name__})") from None
 
 
+def _numeric(obj, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(obj, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{what} are not numeric arrays (found {type(obj).__name__})") from None
+
+
 def read_poses_pkl(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read cryoDRGN poses. Returns ``(rot (N, 3, 3) float64, trans (N, 2) box fractions or None)``."""
+    """Read cryoDRGN poses. Returns ``(rot (N, 3, 3) float64, trans (N, 2) box fractions or None)``.
+
+    The rotations must be proper rotation matrices (orthonormal to 1e-3, determinant +1).
+    """
     path = Path(path)
     obj = _load(path)
     if isinstance(obj, (tuple, list)):
         if len(obj) != 2:
             raise InputError(path, f"expected (rot, trans), found a sequence of {len(obj)} items")
-        rot, trans = np.asarray(obj[0], dtype=np.float64), np.asarray(obj[1], dtype=np.float64)
+        rot, trans = _numeric(obj[0], path, "rotations"), _numeric(obj[1], path, "translations")
     else:
-        rot, trans = np.asarray(obj, dtype=np.float64), None
+        rot, trans = _numeric(obj, path, "rotations"), None
     if rot.ndim != 3 or rot.shape[1:] != (3, 3):
         raise InputError(path, f"rotations must have shape (N, 3, 3), found {rot.shape}")
     if trans is not None and trans.shape != (rot.shape[0], 2):
         raise InputError(path, f"translations must have shape ({rot.shape[0]}, 2), found {trans.shape}")
     if not np.isfinite(rot).all() or (trans is not None and not np.isfinite(trans).all()):
         raise InputError(path, "poses contain NaN or infinite values")
+    err = np.abs(rot @ np.transpose(rot, (0, 2, 1)) - np.eye(3)).max(axis=(1, 2))
+    bad = np.nonzero((err > 1e-3) | (np.linalg.det(rot) <= 0))[0]
+    if len(bad):
+        raise InputError(path, f"pose {bad[0] + 1} is not a rotation matrix ({len(bad)} such poses)")
     return rot, trans
 
 
@@ -63,11 +77,15 @@ def write_poses_pkl(path: str | Path, rot: np.ndarray, trans: np.ndarray) -> Non
 def read_ctf_pkl(path: str | Path) -> np.ndarray:
     """Read a cryoDRGN CTF table ``(N, 9)``."""
     path = Path(path)
-    ctf = np.asarray(_load(path), dtype=np.float64)
+    ctf = _numeric(_load(path), path, "CTF parameters")
     if ctf.ndim != 2 or ctf.shape[1] != 9:
         raise InputError(path, f"CTF table must have shape (N, 9), found {ctf.shape}")
     if not np.isfinite(ctf).all():
         raise InputError(path, "CTF table contains NaN or infinite values")
+    if (ctf[:, 0] < 1).any() or (ctf[:, 1] <= 0).any() or (ctf[:, 5] <= 0).any() or \
+            ((ctf[:, 7] < 0) | (ctf[:, 7] >= 1)).any():
+        raise InputError(path, "CTF table has impossible values (box < 1, pixel size or voltage ≤ 0, or "
+                               "amplitude contrast outside [0, 1))")
     return ctf
 
 

@@ -170,7 +170,7 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
     n = len(u.trajectory)
     idx = np.arange(0, n, stride) if frames is None else np.asarray(frames, dtype=int)
     if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
-        raise InputError(trajectory or topology, f"frame selection out of range (trajectory has {n} frames)")
+        raise InputError("--frames", f"out of range: {Path(trajectory or topology).name} has {n} frames")
     coords = np.empty((len(idx), len(sel), 3))
     for k, f in enumerate(idx):
         u.trajectory[int(f)]
@@ -203,7 +203,7 @@ def read_structure(path: str | Path, topology: str | Path | None = None, selecti
                                "DCD/XTC/TRR with --topology)")
     idx = np.arange(0, conf.n_frames, stride) if frames is None else np.asarray(frames, dtype=int)
     if len(idx) == 0 or idx.min() < 0 or idx.max() >= conf.n_frames:
-        raise InputError(path, f"frame selection out of range (file has {conf.n_frames} models)")
+        raise InputError("--frames", f"out of range: {path.name} has {conf.n_frames} models")
     conf.coords, conf.frames = conf.coords[idx], idx
     return conf
 

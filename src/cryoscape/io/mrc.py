@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["read_map", "read_stack", "write_map", "write_stack", "StackWriter", "StackFile", "read_header_apix"]
+__all__ = ["read_map", "read_stack", "read_stack_header", "write_map", "write_stack", "StackWriter", "StackFile", "read_header_apix"]
 
 
 def _open(path: str | Path, mmap: bool):
@@ -93,8 +93,15 @@ def read_map(path: str | Path) -> tuple[np.ndarray, float]:
     with _open(path, mmap=False) as mrc:
         data = np.array(mrc.data, dtype=np.float32)  # a writable copy
         apix = _apix(mrc, path)
+        order = (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps))
     if data.ndim != 3:
         raise InputError(path, f"expected a 3-D map, found shape {data.shape}")
+    if order != (1, 2, 3):
+        # file axes (sections, rows, columns) hold the axes (maps, mapr, mapc); we want [z, y, x]
+        file_axes = (order[2], order[1], order[0])
+        if sorted(file_axes) != [1, 2, 3]:
+            raise InputError(path, f"invalid axis order mapc/mapr/maps = {order}")
+        data = np.ascontiguousarray(data.transpose([file_axes.index(a) for a in (3, 2, 1)]))
     if not np.isfinite(data).all():
         raise InputError(path, "map contains NaN or infinite values")
     return data, apix
@@ -109,11 +116,29 @@ def read_stack(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, float]:
     mrc = _open(path, mmap=mmap)
     data = mrc.data
     apix = _apix(mrc, path)
+    order = (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps))
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3 or data.shape[1] != data.shape[2]:
+        mrc.close()
         raise InputError(path, f"expected a stack of square images (N, D, D), found shape {data.shape}")
+    if order not in ((1, 2, 3), (0, 0, 0)):
+        mrc.close()
+        raise InputError(path, f"image stacks with axis order mapc/mapr/maps = {order} are not supported")
     return data, apix
+
+
+def read_stack_header(path: str | Path) -> tuple[int, int, float]:
+    """``(number of images, box, apix)`` of a stack, validated as :func:`read_stack` does; the file is
+    closed again (for particle sets spread over thousands of stacks)."""
+    with _open(path, mmap=True) as mrc:
+        shape = mrc.data.shape
+        apix = _apix(mrc, path)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise InputError(path, f"expected a stack of square images (N, D, D), found shape {shape}")
+    return shape[0], shape[-1], apix
 
 
 def _set_header(mrc, apix: float):

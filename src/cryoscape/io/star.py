@@ -28,6 +28,10 @@ __all__ = ["ParticleTable", "read_star", "write_star", "split_image_names", "OPT
 OPTICS_COLUMNS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
                   "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality")
 POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+NUMERIC_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBfactor", "rlnVoltage",
+                   "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
+                   "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
+                   "rlnOriginX", "rlnOriginY", "rlnOpticsGroup", "rlnDetectorPixelSize", "rlnMagnification")
 CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
                "rlnAmplitudeContrast")
 
@@ -214,6 +218,13 @@ def read_star(path: str | Path, apix: float | None = None) -> ParticleTable:
         parts["rlnImagePixelSize"] = float(apix)
         optics = optics.copy()
         optics["rlnImagePixelSize"] = float(apix)
+    for c in NUMERIC_COLUMNS:  # columns that must be numbers: text there is an error, not a crash later
+        if c in parts and not pd.api.types.is_numeric_dtype(parts[c]):
+            conv = pd.to_numeric(parts[c], errors="coerce")
+            if conv.isna().any():
+                row = int(np.nonzero(conv.isna().to_numpy())[0][0])
+                raise InputError(path, f"column {c} has a non-numeric value {parts[c].iloc[row]!r} (row {row + 1})")
+            parts[c] = conv
     # RELION 3.0 pixel shifts → Å.
     for ax in "XY":
         if f"rlnOrigin{ax}Angst" not in parts and f"rlnOrigin{ax}" in parts:
@@ -224,6 +235,11 @@ def read_star(path: str | Path, apix: float | None = None) -> ParticleTable:
     bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64, copy=True)).all()]
     if bad:
         raise InputError(path, f"non-finite values (NaN/inf) in column(s) {', '.join(bad)}")
+    if "rlnVoltage" in parts and (parts["rlnVoltage"] <= 0).any():
+        raise InputError(path, "rlnVoltage must be > 0 kV")
+    if "rlnAmplitudeContrast" in parts and ((parts["rlnAmplitudeContrast"] < 0)
+                                            | (parts["rlnAmplitudeContrast"] >= 1)).any():
+        raise InputError(path, "rlnAmplitudeContrast must be in [0, 1)")
     if "rlnImagePixelSize" in parts and (parts["rlnImagePixelSize"] <= 0).any():
         raise InputError(path, "pixel size must be > 0")
     extra = {k: v for k, v in blocks.items() if k not in ("optics", "particles")}

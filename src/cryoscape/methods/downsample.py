@@ -63,9 +63,9 @@ def downsample_stack_file(path: Path, d: int, out: Path, chunk: int = 1000, prog
 
 def downsample_map_file(path: Path, d: int, out: Path) -> dict:
     """Crop a map (a non-cubic .mrc is treated as an image stack)."""
-    from ..io.mrc import read_map, read_stack, write_map
-    stack, _ = read_stack(path)
-    if not (stack.shape[0] == stack.shape[1] == stack.shape[2]):
+    from ..io.mrc import read_map, read_stack_header, write_map
+    n, D0, _ = read_stack_header(path)
+    if n != D0:
         return downsample_stack_file(path, d, out, progress=False)
     vol, apix = read_map(path)
     D = vol.shape[0]
@@ -76,7 +76,7 @@ def downsample_map_file(path: Path, d: int, out: Path) -> dict:
 
 
 def downsample_star_file(path: Path, d: int, out: Path, datadir=None, chunk: int = 1000,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, overwrite: bool = False) -> dict:
     """Crop the images of a particle STAR into ``<out>.mrcs`` and write ``out`` (.star) referring to it,
     with the optics groups' pixel and box sizes updated (shifts in Å are unchanged)."""
     from ..io.atomic import check_can_write
@@ -91,7 +91,7 @@ def downsample_star_file(path: Path, d: int, out: Path, datadir=None, chunk: int
     D = data.D
     _check_box(d, D, path)
     stack_out = out.with_suffix(".mrcs")
-    check_can_write(stack_out)
+    check_can_write(stack_out, overwrite)
     apix = float(data.apix)
     new_apix = apix * D / d
     n = len(data)
@@ -105,9 +105,11 @@ def downsample_star_file(path: Path, d: int, out: Path, datadir=None, chunk: int
     optics = table.optics.copy()
     optics["rlnImagePixelSize"] = optics.get("rlnImagePixelSize", apix) * D / d
     optics["rlnImageSize"] = d
-    for c in ("rlnImagePixelSize", "rlnImageSize"):
-        if c in parts:
-            parts = parts.drop(columns=c)
+    # pixel-unit and detector columns would still describe the old sampling (shifts stay in Å)
+    stale = ("rlnImagePixelSize", "rlnImageSize", "rlnOriginX", "rlnOriginY", "rlnDetectorPixelSize",
+             "rlnMagnification")
+    parts = parts.drop(columns=[c for c in stale if c in parts])
+    optics = optics.drop(columns=[c for c in ("rlnDetectorPixelSize", "rlnMagnification") if c in optics])
     try:
         write_star(out, parts, optics)
     except BaseException:

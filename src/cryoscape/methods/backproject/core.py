@@ -103,6 +103,8 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
         raise InputError("--no-half-maps", "the Wiener regulariser needs half maps; drop --wiener")
     if not cfg.reg >= 0:
         raise InputError("--reg", f"must be ≥ 0, got {cfg.reg}")
+    if cfg.seed < 0:
+        raise InputError("--seed", f"must be ≥ 0, got {cfg.seed}")
     t0 = time.perf_counter()
     D, apix, n = data.D, data.apix, len(data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32

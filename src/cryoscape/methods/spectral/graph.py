@@ -3,7 +3,8 @@ Laplacian, and the eigenvectors of its smallest eigenvalues.
 
 ``W_ij = exp(−|f_i − f_j|² / 2σ²)`` (``W_ii = 0``), ``L = I − D^{−1/2} W D^{−1/2}`` with ``D = diag(Σ_j W_ij)``.
 The eigenvectors of the ``k`` smallest eigenvalues of ``L`` are the embedding ``v_n ∈ R^k`` (the first is
-``∝ D^{1/2} 1``, the graph's trivial mode). Dense (``torch.linalg.eigh``) for up to 20,000 particles; above,
+``∝ D^{1/2} 1``, the graph's trivial mode). Dense (``torch.linalg.eigh``) for up to 5,000 particles (a few
+N² float64 arrays: laptop-sized); above,
 a k-nearest-neighbour sparse graph and Lanczos (``scipy.sparse.linalg.eigsh`` on ``D^{−1/2} W D^{−1/2}``,
 whose largest eigenvalues are ``1 − λ`` of ``L``).
 """
@@ -15,7 +16,7 @@ import torch
 
 __all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding", "DENSE_LIMIT"]
 
-DENSE_LIMIT = 20_000
+DENSE_LIMIT = 5_000
 
 
 def _sq_distances(f: torch.Tensor) -> torch.Tensor:
