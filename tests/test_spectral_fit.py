@@ -42,3 +42,39 @@ def test_fit_recovers_conformations_on_clean_data(adk):
     assert start > 5.0
     assert end_err < 0.5, (start, end_err)
     assert hist[-1]["loss"] < 0.01 * hist[0]["loss"]
+
+
+def test_training_resumes_from_its_checkpoint(adk, tmp_path):
+    x = torch.as_tensor(adk.coords[[0, 101]])
+    x = x - x[0].mean(0)
+    ref = chain_to_internal(x[:1])
+    end = chain_to_internal(x[1:], ref=ref.ref)
+    truth = LinearAngleModel(ref, 1)
+    truth.gamma_psi.data = (end.psi - ref.psi).T * 0.1
+    g = torch.Generator().manual_seed(2)
+    N, D, apix = 40, 24, 4.0
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.zeros(N, 2, dtype=torch.float64)
+    with torch.no_grad():
+        images = render_particles(truth(s), R, offsets, None, 3.0, D, apix)
+
+    def train(checkpoint, stop_after=None):
+        model = LinearAngleModel(ref, 1)
+
+        def stop(epoch, _):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+        cfg = FitConfig(epochs=4, batch_size=16, lr=0.01, optimizer="adam", checkpoint=checkpoint)
+        hist = fit_model(model, s, images, R, offsets, None, D, apix, cfg, on_epoch=stop)
+        return model, hist
+
+    ref_model, ref_hist = train(None)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(str(ck), stop_after=2)
+    assert ck.exists()
+    model, hist = train(str(ck))
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert torch.equal(model.gamma_psi, ref_model.gamma_psi)
+    assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]

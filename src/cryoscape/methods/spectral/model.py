@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -80,7 +81,12 @@ def render_particles(coords: torch.Tensor, R: torch.Tensor, offsets: torch.Tenso
 
 @dataclass
 class FitConfig:
-    """Training options: ``optimizer`` "sgd" (with ``momentum``, as in the paper) or "adam"."""
+    """Training options: ``optimizer`` "sgd" (with ``momentum``, as in the paper) or "adam".
+
+    ``checkpoint``: a file written (atomically) after every epoch with the model, the optimiser, the
+    shuffling generator and the history; when it exists at the start, training resumes from it and ends
+    with the same parameters as an uninterrupted run.
+    """
 
     epochs: int = 30
     batch_size: int = 100
@@ -89,6 +95,7 @@ class FitConfig:
     optimizer: str = "sgd"
     sigma: float = 3.0
     seed: int = 0
+    checkpoint: str | None = None
     history: list = field(default_factory=list)
 
 
@@ -116,9 +123,18 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
     gen = torch.Generator().manual_seed(cfg.seed)
     N = v.shape[0]
     scale = 1.0 / float((images.to(torch.float64) ** 2).mean())
-    history = []
+    history, start = [], 1
+    if cfg.checkpoint is not None and Path(cfg.checkpoint).exists():
+        state = torch.load(cfg.checkpoint, weights_only=False)
+        if state.get("n_train") != N or state.get("optimizer") != cfg.optimizer:
+            from ...io.errors import InputError
+            raise InputError(cfg.checkpoint, "checkpoint of another training set or optimiser; remove it")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        history, start = state["history"], state["epoch"] + 1
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(start, cfg.epochs + 1):
         order = torch.randperm(N, generator=gen)
         total = 0.0
         for s in range(0, N, cfg.batch_size):
@@ -134,6 +150,11 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
         history.append({"epoch": epoch, "loss": total / N, "wall_s": time.perf_counter() - t0})
         if not math.isfinite(total):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {total}); lower the learning rate")
+        if cfg.checkpoint is not None:
+            from ...io.atomic import atomic_path
+            with atomic_path(cfg.checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                            "history": history, "epoch": epoch, "n_train": N, "optimizer": cfg.optimizer}, tmp)
         if on_epoch is not None:
             on_epoch(epoch, model)
         if progress is not None:
