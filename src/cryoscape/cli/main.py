@@ -9,6 +9,7 @@ import typer
 
 from . import reconstruct as _reconstruct
 from . import simulate as _simulate
+from . import spectral as _spectral
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
@@ -17,6 +18,7 @@ app.command("demo")(_simulate.demo)
 app.command("backproject")(_reconstruct.backproject)
 app.command("fsc")(_reconstruct.fsc_cmd)
 app.command("downsample")(_reconstruct.downsample)
+app.command("spectral")(_spectral.spectral)
 
 
 def _print_version(value: bool):

@@ -478,6 +478,7 @@ def _write_metadata(tmp: Path, plan: SimulationPlan, source, cfg: SimulationConf
                                     "rlnCtfBfactor"])
     write_star(tmp / "particles.star", parts, optics)
     np.save(tmp / "truth" / "conformation.npy", plan.frame_ids[plan.conformation])
+    np.save(tmp / "truth" / "frame_ids.npy", plan.frame_ids)  # model k of models.pdb is frame frame_ids[k]
     np.save(tmp / "truth" / "rotations.npy", plan.rotations.numpy())
     np.save(tmp / "truth" / "offsets_A.npy", plan.offsets_A)
     rot, trans = poses_to_cryodrgn(plan.rotations.numpy(), origin, D, apix)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fsc_plot"]
+__all__ = ["fsc_plot", "embedding_plot", "training_plot"]
 
 
 def fsc_plot(path: str | Path, curves: dict, D: int, apix: float) -> Path:
@@ -35,6 +35,41 @@ def fsc_plot(path: str | Path, curves: dict, D: int, apix: float) -> Path:
     top.set_xticklabels([f"{r:g}" for r in nice], fontsize=7)
     top.set_xlabel("resolution (Å)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def embedding_plot(path: str | Path, v: np.ndarray, color: np.ndarray | None = None) -> Path:
+    """Point clouds of the spectral coordinates: (v1, v2), (v1, v3), (v2, v3) (the trivial v0 left out)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pairs = [(1, 2), (1, 3), (2, 3)]
+    pairs = [(a, b) for a, b in pairs if b < v.shape[1]] or [(0, min(1, v.shape[1] - 1))]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs):
+        sc = ax.scatter(v[:, a], v[:, b], s=6, **({} if color is None else {"c": color, "cmap": "viridis"}))
+        ax.set_xlabel(f"eigenvector {a}")
+        ax.set_ylabel(f"eigenvector {b}")
+    if color is not None:
+        fig.colorbar(sc, ax=axes[0, -1], label="true conformation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def training_plot(path: str | Path, history: list) -> Path:
+    """Training loss per epoch (relative to the images' mean square)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o", ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("relative squared error")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,0 +1,158 @@
+"""End-to-end run of the spectral method on a particle set: features → graph → model → fit → models.
+
+Inputs: a :class:`cryoscape.data.particles.ParticleData` (images with known poses and CTF), the given
+atomic model (Cα chain of one conformation) and a feature source. Only the paper's oracle source exists
+so far (low-resolution maps of each particle's *true* conformation, so it needs the true models of a
+simulated dataset); a source computed from the images alone is future work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...io.errors import InputError
+from ...structure.chain import chain_to_internal
+from .features import oracle_maps
+from .graph import spectral_embedding
+from .model import FitConfig, LinearAngleModel, fit_model
+
+__all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain"]
+
+MAX_BOND_A = 4.2
+
+
+@dataclass
+class SpectralConfig:
+    """Options: eigenvectors ``k``, the model (``bias``, ``bonds`` "constant" or "given"), training
+    (see :class:`FitConfig`), the test fraction and seed, and the oracle maps' grid."""
+
+    k: int = 10
+    bias: bool = False
+    bonds: str = "constant"
+    epochs: int = 30
+    batch_size: int = 100
+    lr: float = 0.01
+    optimizer: str = "adam"
+    sigma: float = 3.0
+    test_fraction: float = 0.1
+    seed: int = 0
+    oracle_box: int = 16
+    oracle_apix: float = 6.0
+    oracle_noise: float = 0.5
+
+
+@dataclass
+class SpectralResult:
+    """Per-particle models ``(N, L, 3)`` (Å, model frame), the embedding ``(N, k)``, the test indices,
+    the training history and, with truth, the metrics on the test particles."""
+
+    models: torch.Tensor
+    embedding: torch.Tensor
+    test_index: np.ndarray
+    history: list
+    metrics: dict = field(default_factory=dict)
+    initial_metrics: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def check_chain(coords: np.ndarray, where) -> None:
+    """Refuse chains with gaps: consecutive Cα more than 4.2 Å apart (split the model into segments)."""
+    d = np.linalg.norm(np.diff(coords, axis=-2), axis=-1)
+    if d.ndim > 1:
+        d = d.max(axis=0)
+    gaps = np.nonzero(d > MAX_BOND_A)[0]
+    if len(gaps):
+        raise InputError(where, f"chain gap: Cα {gaps[0] + 1}–{gaps[0] + 2} are {d[gaps[0]]:.1f} Å apart "
+                                f"({len(gaps)} gap(s) > {MAX_BOND_A} Å); give one continuous segment")
+
+
+def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.ndarray | None = None,
+                 progress=None) -> SpectralResult:
+    """Run the method.
+
+    Args:
+        data: particles with poses and CTF. reference: ``(L, 3)`` Cα of the given model (Å, centred as the
+            particles' poses assume). truth: ``(N, L, 3)`` true Cα of every particle (oracle features and
+            metrics). progress: object with ``advance(n)``, one unit per epoch.
+    """
+    from ...analysis.pointcloud import pointcloud_errors
+    t0 = time.perf_counter()
+    if truth is None:
+        raise InputError("--features", "the oracle feature source needs the true models (--truth-models); "
+                                       "a source computed from the images alone is not available yet")
+    if data.rotations is None:
+        raise InputError(data.source, "no poses")
+    N, L = len(data), reference.shape[0]
+    if truth.shape != (N, L, 3):
+        raise InputError("--truth-models", f"true models have shape {truth.shape}, expected ({N}, {L}, 3)")
+    if not 0 < cfg.test_fraction < 1:
+        raise InputError("--test-fraction", f"must be in (0, 1), got {cfg.test_fraction}")
+    check_chain(reference, "--reference")
+    ref_t = torch.as_tensor(reference, dtype=torch.float64)[None]
+    ref = chain_to_internal(ref_t)
+    if cfg.bonds == "constant":
+        ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
+    elif cfg.bonds != "given":
+        raise InputError("--bonds", f"must be constant or given, got {cfg.bonds!r}")
+    true_t = torch.as_tensor(truth, dtype=torch.float64)
+    true_int = chain_to_internal(true_t, ref=ref.ref)
+    anchors = (true_int.ref_pos, true_int.ref_frame)  # the paper's protocol: each particle's true anchor
+    feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.sigma,
+                        noise_std=cfg.oracle_noise, seed=cfg.seed)
+    v, _, _ = spectral_embedding(feats, cfg.k)
+    images = torch.from_numpy(data.images(slice(0, N))).to(torch.float64)
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(N)
+    n_test = max(1, int(round(cfg.test_fraction * N)))
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    # origins (RELION: the shift that centres the particle) → the particle's offset is their negative
+    offsets = -torch.as_tensor(data.origins_A)
+    model = LinearAngleModel(ref, cfg.k, bias=cfg.bias)
+    fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                        sigma=cfg.sigma, seed=cfg.seed)
+    tr = torch.as_tensor(train)
+    with torch.no_grad():
+        initial = pointcloud_errors(model(v[test], anchors[0][test], anchors[1][test]), true_t[test])
+    history = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr],
+                        None if data.ctf is None else data.ctf.subset(tr), data.D, data.apix, fit_cfg,
+                        progress=progress, anchors=(anchors[0][tr], anchors[1][tr]))
+    with torch.no_grad():
+        models = model(v, anchors[0], anchors[1])
+        final = pointcloud_errors(models[test], true_t[test])
+    return SpectralResult(models, v, test, history, final, initial, time.perf_counter() - t0)
+
+
+def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrite: bool = False,
+                   color: np.ndarray | None = None) -> dict:
+    """Write ``models.pdb`` (one model per particle), ``embedding.npy``, ``test_index.npy``,
+    ``training.json``, ``metrics.json``, plots (``color``: e.g. the true conformation of each particle),
+    ``config.yaml``, ``versions.txt`` atomically."""
+    import json
+
+    from ...io.atomic import atomic_dir
+    from ...io.models import Conformations, write_pdb
+    from ...io.rundir import write_config, write_versions
+    from ...report.plots import embedding_plot, training_plot
+
+    summary = {"n_particles": int(result.models.shape[0]), "wall_s": round(result.wall_s, 3),
+               "test_initial": {k: v for k, v in result.initial_metrics.items() if k != "per_residue_error_A"},
+               "test_trained": {k: v for k, v in result.metrics.items() if k != "per_residue_error_A"},
+               "per_residue_error_A": result.metrics.get("per_residue_error_A")}
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        conf = Conformations(result.models.detach().numpy(), meta.names, meta.resnames, meta.resids, meta.chains,
+                             meta.elements, "cryoscape spectral", np.arange(result.models.shape[0]))
+        write_pdb(tmp / "models.pdb", conf)
+        np.save(tmp / "embedding.npy", result.embedding.numpy())
+        np.save(tmp / "test_index.npy", result.test_index)
+        (tmp / "training.json").write_text(json.dumps(result.history, indent=1))
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
+        embedding_plot(tmp / "embedding.png", result.embedding.numpy(), color)
+        training_plot(tmp / "training.png", result.history)
+        write_config(tmp, config)
+        write_versions(tmp)
+    return summary
