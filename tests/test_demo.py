@@ -27,3 +27,6 @@ def test_demo_end_to_end(tmp_path, capsys):
     bp = tmp_path / "demo" / "backproject"
     for name in ("map.mrc", "half_map_A.mrc", "half_map_B.mrc", "fsc.json", "fsc.png"):
         assert (bp / name).exists()
+    import json
+    sp = json.loads((tmp_path / "demo" / "spectral" / "metrics.json").read_text())
+    assert sp["test_trained"]["avg_error_A"] < sp["test_initial"]["avg_error_A"]
