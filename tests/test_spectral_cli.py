@@ -35,7 +35,7 @@ def test_spectral_improves_the_models(simulated, tmp_path, capsys):
     models = read_model(tmp_path / "sp" / "models.pdb")
     assert models.n_frames == 160 and models.n_atoms == 214
     assert np.load(tmp_path / "sp" / "embedding.npy").shape == (160, 4)
-    for name in ("embedding.png", "training.png", "training.json", "config.yaml"):
+    for name in ("embedding.png", "training.png", "projections.png", "structures.png", "training.json", "config.yaml"):
         assert (tmp_path / "sp" / name).exists()
 
 

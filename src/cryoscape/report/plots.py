@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fsc_plot", "embedding_plot", "training_plot"]
+__all__ = ["fsc_plot", "embedding_plot", "training_plot", "views_plot", "structures_plot"]
 
 
 def fsc_plot(path: str | Path, curves: dict, D: int, apix: float) -> Path:
@@ -72,5 +72,50 @@ def training_plot(path: str | Path, history: list) -> Path:
     ax.set_ylabel("relative squared error")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def views_plot(path: str | Path, views: dict) -> Path:
+    """Rows: particles; columns: the images in ``views`` (name → ``(n, D, D)``), e.g. observed, initial,
+    truth, prediction."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(views)
+    n = len(next(iter(views.values())))
+    fig, axes = plt.subplots(n, len(names), figsize=(2.2 * len(names), 2.2 * n), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i, j]
+            ax.imshow(views[name][i], cmap="gray", origin="lower")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def structures_plot(path: str | Path, initial: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> Path:
+    """Cα traces ``(n, L, 3)`` of a few particles seen along z: the given model, the truth and the
+    prediction overlaid, one panel per particle."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(truth)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
+    for i in range(n):
+        ax = axes[0, i]
+        for c, name, style in ((initial, "initial", ":"), (truth, "truth", "-"), (prediction, "prediction", "--")):
+            ax.plot(c[i, :, 0], c[i, :, 1], style, lw=1, label=name)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (Å)")
+        ax.set_ylabel("y (Å)")
+        if i == 0:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)

@@ -58,6 +58,9 @@ class SpectralResult:
     metrics: dict = field(default_factory=dict)
     initial_metrics: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    initial_models: torch.Tensor | None = None
+    truth: torch.Tensor | None = None
+    views: dict = field(default_factory=dict)
 
 
 def check_chain(coords: np.ndarray, where) -> None:
@@ -124,7 +127,16 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     with torch.no_grad():
         models = model(v, anchors[0], anchors[1])
         final = pointcloud_errors(models[test], true_t[test])
-    return SpectralResult(models, v, test, history, final, initial, time.perf_counter() - t0)
+        start = LinearAngleModel(ref, cfg.k)(v, anchors[0], anchors[1])
+        # noiseless views of three test particles: the given model, the truth and the prediction
+        from .model import render_particles
+        show = torch.as_tensor(test[:3])
+        ctf = None if data.ctf is None else data.ctf.subset(show)
+        views = {name: render_particles(c[show], data.rotations[show], offsets[show], ctf, cfg.sigma, data.D,
+                                        data.apix).numpy()
+                 for name, c in (("initial", start), ("truth", true_t), ("prediction", models))}
+        views["observed"] = images[show].numpy()
+    return SpectralResult(models, v, test, history, final, initial, time.perf_counter() - t0, start, true_t, views)
 
 
 def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrite: bool = False,
@@ -137,7 +149,7 @@ def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrit
     from ...io.atomic import atomic_dir
     from ...io.models import Conformations, write_pdb
     from ...io.rundir import write_config, write_versions
-    from ...report.plots import embedding_plot, training_plot
+    from ...report.plots import embedding_plot, structures_plot, training_plot, views_plot
 
     summary = {"n_particles": int(result.models.shape[0]), "wall_s": round(result.wall_s, 3),
                "test_initial": {k: v for k, v in result.initial_metrics.items() if k != "per_residue_error_A"},
@@ -153,6 +165,12 @@ def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrit
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         embedding_plot(tmp / "embedding.png", result.embedding.numpy(), color)
         training_plot(tmp / "training.png", result.history)
+        if result.views:
+            views_plot(tmp / "projections.png", result.views)
+        if result.initial_models is not None and result.truth is not None:
+            idx = result.test_index[:3]
+            structures_plot(tmp / "structures.png", result.initial_models[idx].numpy(), result.truth[idx].numpy(),
+                            result.models[idx].detach().numpy())
         write_config(tmp, config)
         write_versions(tmp)
     return summary
