@@ -91,6 +91,8 @@ def simulate(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed → identical files)."),
     chunk: int = typer.Option(1024, "--chunk", help="Images per chunk (bounds memory)."),
     no_ctf: bool = typer.Option(False, "--no-ctf", help="Do not apply the CTF."),
+    ctf_pad: int = typer.Option(1, "--ctf-pad", help="Apply the CTF on a canvas this many times the box and cut "
+                                                     "the box out (2: no wrap-around of delocalised signal)."),
     save_clean: bool = typer.Option(False, "--save-clean", help="Also write noiseless images to truth/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
@@ -105,7 +107,7 @@ def simulate(
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, astigmatism_um=astigmatism,
         voltage_kv=voltage, cs_mm=cs, amp_contrast=amp_contrast, bfactor=bfactor,
         phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, sampling=sampling, seed=seed, chunk=chunk,
-        ctf=not no_ctf, save_clean=save_clean)
+        ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)
     cfg.validate()
     source, frame_ids, conf, info = load_source(input_path, topology, atoms, parse_frames(frames), stride,
                                                 sigma, apix)

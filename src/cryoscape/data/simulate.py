@@ -56,6 +56,8 @@ class SimulationConfig:
             frame equally often, shuffled: without replacement when ``n_images ≤ frames``) or
             ``sequential`` (frame ``n mod F``).
         seed: random seed. chunk: images per rendered chunk. ctf: apply the CTF.
+        ctf_pad: apply the CTF on a canvas this many times the box, then cut the box out (2: delocalised
+            signal leaves the box as in a micrograph; 1: circular, fastest).
         save_clean: also write the noiseless images to ``truth/clean.mrcs``.
     """
 
@@ -77,6 +79,7 @@ class SimulationConfig:
     seed: int = 0
     chunk: int = 1024
     ctf: bool = True
+    ctf_pad: int = 1
     save_clean: bool = False
 
     def validate(self) -> None:
@@ -105,6 +108,7 @@ class SimulationConfig:
             (self.shift_max_A >= 0, "--shift-max", f"must be ≥ 0, got {self.shift_max_A}"),
             (self.sampling in SAMPLING, "--sampling", f"must be one of {', '.join(SAMPLING)}"),
             (self.chunk >= 1, "--chunk", f"must be ≥ 1, got {self.chunk}"),
+            (1 <= self.ctf_pad <= 8, "--ctf-pad", f"must be 1 to 8, got {self.ctf_pad}"),
         ]
         for ok, where, problem in checks:
             if not ok:
@@ -242,14 +246,18 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
 
 
 def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = True,
-                  stages: bool = False, batch: int = 32):
+                  stages: bool = False, batch: int = 32, ctf_pad: int = 1):
     """Noiseless images of the particles in ``index`` (a slice), ``(n, D, D)`` float32.
 
     Work proceeds in batches of ``batch`` images (small arrays stay in cache). With ``stages`` also
-    returns the projections before the CTF (for previews).
+    returns the projections before the CTF (for previews). With ``ctf_pad`` > 1 the projection is placed
+    on a canvas ``ctf_pad`` times larger before the CTF and the box is cut out afterwards, so signal that
+    the CTF delocalises beyond the box leaves it (as in a micrograph) instead of wrapping around.
     """
     D, apix = plan.box, plan.apix
-    ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float32)
+    Dc = ctf_pad * D
+    ky, kx = rfreq_grid_2d(Dc, apix, dtype=torch.float32)
+    lo = Dc // 2 - D // 2
     start, stop, _ = index.indices(len(plan.conformation))
     imgs, projs = [], []
     for s in range(start, stop, batch):
@@ -258,6 +266,12 @@ def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = 
                                   torch.as_tensor(plan.offsets_A[sl]), D, apix)
         if stages:
             projs.append(irfft2_centered(f, D))
+        if apply_ctf and ctf_pad > 1:
+            canvas = torch.zeros(f.shape[0], Dc, Dc)
+            canvas[:, lo:lo + D, lo:lo + D] = irfft2_centered(f, D)
+            canvas = irfft2_centered(rfft2_centered(canvas) * ctf_from_params(plan.ctf.subset(sl), kx, ky), Dc)
+            imgs.append(canvas[:, lo:lo + D, lo:lo + D])
+            continue
         if apply_ctf:
             f = f * ctf_from_params(plan.ctf.subset(sl), kx, ky)
         imgs.append(irfft2_centered(f, D))
@@ -274,7 +288,7 @@ def clean_variance(plan: SimulationPlan, source, cfg: SimulationConfig, progress
     """Variance of every pixel of the whole noiseless dataset (first pass; nothing stored)."""
     rv = RunningVariance()
     for sl in _chunks(cfg.n_images, cfg.chunk):
-        rv.update(render_images(plan, source, sl, cfg.ctf))
+        rv.update(render_images(plan, source, sl, cfg.ctf, ctf_pad=cfg.ctf_pad))
         if progress is not None:
             progress.advance(sl.stop - sl.start)
     return rv.variance
@@ -411,7 +425,7 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
                 if ci < st["chunks_done"]:
                     bar.advance(sl.stop - sl.start)
                     continue
-                clean = render_images(plan, source, sl, cfg.ctf)
+                clean = render_images(plan, source, sl, cfg.ctf, ctf_pad=cfg.ctf_pad)
                 img = add_noise(clean, sigma, _chunk_generator(cfg.seed, ci)) if noisy else clean
                 rv_clean.update(clean)
                 rv_noise.update(img - clean)

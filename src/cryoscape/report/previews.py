@@ -30,7 +30,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     k = min(n_show, cfg.n_images)
-    clean, proj = render_images(plan, source, slice(0, k), cfg.ctf, stages=True)
+    clean, proj = render_images(plan, source, slice(0, k), cfg.ctf, stages=True, ctf_pad=cfg.ctf_pad)
     gen = torch.Generator().manual_seed(gen_seed)
     noisy = clean + noise_sigma * torch.randn(clean.shape, generator=gen)
     rows = [("projection", proj), ("after CTF", clean), ("after noise", noisy)]
