@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--k", type=int, default=10, help="eigenvectors")
+    ap.add_argument("--features", choices=("oracle", "images"), default="oracle",
+                    help="graph features: the paper's oracle maps, or variability coordinates from the images")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     ap.add_argument("--bias", action="store_true", help="learn a constant angle offset too")
     ap.add_argument("--bonds", choices=("constant", "given"), default="constant",
@@ -107,12 +109,21 @@ def main() -> None:
     true_int = chain_to_internal(coords, ref=ref.ref)
     anchors = (true_int.ref_pos, true_int.ref_frame)  # each particle's true anchor, as in the notebook
 
-    feats = oracle_maps(coords, 16, 6.0, blur=3.0, noise_std=0.5, seed=args.seed)
     t = time.perf_counter()
+    if args.features == "oracle":
+        feats = oracle_maps(coords, 16, 6.0, blur=3.0, noise_std=0.5, seed=args.seed)
+    else:  # from the images, poses and CTF only
+        from cryoscape.data.particles import ParticleData
+        from cryoscape.methods.spectral import variability_coordinates
+        data = ParticleData({"mem": args.n}, np.array(["mem"] * args.n, dtype=object), np.arange(args.n),
+                            plan.rotations, -plan.offsets_A, plan.ctf, plan.apix, plan.box, "in memory")
+        data._cache._maps["mem"] = images.to(torch.float32).numpy()
+        feats = variability_coordinates(data)
     v, _, _ = spectral_embedding(feats, args.k)
     fig: dict = {"n_images": args.n, "box_px": plan.box, "apix_A": plan.apix, "snr": cfg.snr,
                  "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "k": args.k,
-                 "bias": args.bias, "bonds": args.bonds, "graph_wall_s": time.perf_counter() - t}
+                 "bias": args.bias, "bonds": args.bonds, "features": args.features,
+                 "graph_wall_s": time.perf_counter() - t}
     fig["corr_eigvec1_vs_frame"] = float(abs(np.corrcoef(v[:, 1].numpy(), frames.numpy())[0, 1]))
 
     rng = np.random.default_rng(args.seed)

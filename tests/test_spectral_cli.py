@@ -39,6 +39,16 @@ def test_spectral_improves_the_models(simulated, tmp_path, capsys):
         assert (tmp_path / "sp" / name).exists()
 
 
+def test_spectral_from_images_alone(simulated, tmp_path, capsys):
+    """Real-data mode: the graph from the images (no truth anywhere), models anchored at the reference."""
+    code, stdout, err = run(["spectral", simulated / "particles.star", "--reference", simulated / "truth/models.pdb",
+                             "--epochs", 2, "--k", 3, "--optimizer", "adam", "--lr", 0.01, "--no-progress",
+                             "-o", tmp_path / "img"], capsys)
+    assert code in (0, None), err
+    assert read_model(tmp_path / "img" / "models.pdb").n_frames == 160
+    assert json.loads((tmp_path / "img" / "metrics.json").read_text())["test_trained"] == {}
+
+
 def _bad(capsys, tmp_path, argv, *needles):
     code, _, err = run(["spectral", *argv, "--no-progress", "-o", tmp_path / "bad"], capsys)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
@@ -50,7 +60,7 @@ def _bad(capsys, tmp_path, argv, *needles):
 
 def test_spectral_bad_inputs(simulated, tmp_path, capsys):
     star, models = simulated / "particles.star", simulated / "truth/models.pdb"
-    _bad(capsys, tmp_path, [star, "--reference", models], "--truth-models")  # oracle needs truth
+    _bad(capsys, tmp_path, [star, "--reference", models, "--features", "oracle"], "--truth-models")  # needs truth
     # a reference with a different number of Cα
     text = models.read_text().split("ENDMDL")[0]
     short = "\n".join(ln for ln in text.splitlines() if not ln.startswith("ATOM") or int(ln[22:26]) <= 200)

@@ -68,3 +68,20 @@ def test_oracle_map_features_embed_the_path(adk):
     assert f.shape == (300, 24 ** 3)
     V, _, _ = spectral_embedding(f, 3)
     assert abs(np.corrcoef(V[:, 1].numpy(), frames)[0, 1]) > 0.9
+
+
+def test_variability_coordinates_from_images_follow_the_path(tmp_path):
+    """Image-only features (poses and CTF known, no truth): the embedding's first eigenvector follows the
+    AdK closed→open path."""
+    from cryoscape.cli.main import main
+    from cryoscape.data.particles import load_particles
+    from cryoscape.methods.spectral import variability_coordinates
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["simulate", "-n", "1000", "--box", "48", "--apix", "2.5", "--snr", "0.5", "--no-progress",
+              "-o", str(tmp_path / "s")])
+    data = load_particles(tmp_path / "s" / "particles.star")
+    z = variability_coordinates(data, box=24, k=2)
+    V, _, _ = spectral_embedding(z, 3)
+    frames = np.load(tmp_path / "s" / "truth" / "conformation.npy")
+    assert abs(np.corrcoef(V[:, 1].numpy(), frames)[0, 1]) > 0.9

@@ -146,7 +146,7 @@ def demo(
                       overwrite=overwrite)
     typer.echo(json.dumps({k: bp[k] for k in ("n_images", "resolution_fsc0.143_A", "resolution_fsc0.5_A")}))
     typer.echo(f"demo: consensus map in {out}/backproject (map.mrc, half maps, fsc.png)")
-    # 3. Atomic model per particle by the spectral method (oracle features: the demo knows its truth).
+    # 3. Atomic model per particle by the spectral method (graph from the images; the truth only scores it).
     import numpy as np
 
     from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
@@ -155,7 +155,7 @@ def demo(
     conf_ids = np.load(out / "simulate" / "truth" / "conformation.npy")
     truth = conf.coords[[lookup[int(c)] for c in conf_ids]]
     reference = conf.coords[0]
-    cfg_sp = SpectralConfig()
+    cfg_sp = SpectralConfig(features="images")
     with progress_bar(cfg_sp.epochs, "spectral model", not no_progress) as bar:
         sp = run_spectral(data, reference, cfg_sp, truth, bar)
     summ = write_spectral(out / "spectral", sp, conf, {"command": "demo spectral", **cfg_sp.__dict__},

@@ -21,7 +21,8 @@ def spectral(
     poses: Optional[Path] = typer.Option(None, "--poses", help="cryoDRGN poses .pkl (with a .mrcs input)."),
     ctf: Optional[Path] = typer.Option(None, "--ctf", help="cryoDRGN CTF .pkl (with a .mrcs input)."),
     datadir: Optional[Path] = typer.Option(None, "--datadir", help="Folder of the stacks a STAR refers to."),
-    features: str = typer.Option("oracle", "--features", help="Feature source of the graph: oracle (the paper's "
+    features: str = typer.Option("images", "--features", help="Feature source of the graph: images (main modes "
+                                 "of 3-D variability from the images, poses and CTF) or oracle (the paper's "
                                  "low-resolution maps of the true conformations; needs --truth-models)."),
     truth_models: Optional[Path] = typer.Option(None, "--truth-models", help="True models of a simulated set "
                                                 "(truth/models.pdb; particles mapped by the STAR's "
@@ -52,8 +53,8 @@ def spectral(
     from ..utils.progress import progress_bar
 
     check_can_write(out, overwrite)
-    if features != "oracle":
-        raise InputError("--features", f"unknown source {features!r}: only 'oracle' exists so far")
+    if features not in ("images", "oracle"):
+        raise InputError("--features", f"must be images or oracle, got {features!r}")
     for name, value in (("--k", k), ("--epochs", epochs)):
         if value < 1:
             raise InputError(name, f"must be ≥ 1, got {value}")
@@ -81,17 +82,17 @@ def spectral(
         truth = models.coords[[lookup[int(c)] for c in conf]]
     if ref.n_atoms < 4:
         raise InputError(reference, f"needs at least 4 Cα, has {ref.n_atoms}")
-    cfg = SpectralConfig(k=k, bias=bias, bonds=bonds, epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma,
+    cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma,
                          test_fraction=test_fraction, seed=seed)
     with progress_bar(epochs, "training", not no_progress) as bar:
         result = run_spectral(data, coords, cfg, truth, bar)
     config = {"command": "spectral", "particles": str(particles), "reference": str(reference), "frame": frame,
-              "truth_models": str(truth_models) if truth_models else None, "features": features,
-              **cfg.__dict__}
+              "truth_models": str(truth_models) if truth_models else None, **cfg.__dict__}
     summary = write_spectral(out, result, ref, config, overwrite, color=conf)
     brief = {"n_particles": summary["n_particles"], "wall_s": summary["wall_s"]}
     for stage in ("test_initial", "test_trained"):
-        brief[stage] = {m: round(summary[stage][m], 3) for m in ("avg_error_A", "avg_max_error_A", "max_error_A")
-                        if m in summary[stage]}
+        if summary[stage]:
+            brief[stage] = {m: round(summary[stage][m], 3) for m in ("avg_error_A", "avg_max_error_A",
+                                                                    "max_error_A")}
     typer.echo(json.dumps(brief))
     typer.echo(f"wrote {out}/models.pdb, embedding.npy, metrics.json, embedding.png, training.png")

@@ -1,9 +1,13 @@
 """End-to-end run of the spectral method on a particle set: features → graph → model → fit → models.
 
 Inputs: a :class:`cryoscape.data.particles.ParticleData` (images with known poses and CTF), the given
-atomic model (Cα chain of one conformation) and a feature source. Only the paper's oracle source exists
-so far (low-resolution maps of each particle's *true* conformation, so it needs the true models of a
-simulated dataset); a source computed from the images alone is future work.
+atomic model (Cα chain of one conformation) and a feature source: "images" (coordinates on the main modes of
+3-D variability, from the images, poses and CTF alone; :func:`.features.variability_coordinates`) or
+"oracle" (the paper's low-resolution maps of each particle's *true* conformation; simulated data only).
+
+With the true models (simulated data) each particle's true anchor (reference atom and frame) is given to
+the model, as in the paper's protocol, and errors are reported on held-out particles; without them the
+chain is anchored at the given model's reference atom and frame (the frame the poses refer to).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class SpectralConfig:
     """Options: eigenvectors ``k``, the model (``bias``, ``bonds`` "constant" or "given"), training
     (see :class:`FitConfig`), the test fraction and seed, and the oracle maps' grid."""
 
+    features: str = "images"
     k: int = 10
     bias: bool = False
     bonds: str = "constant"
@@ -44,6 +49,9 @@ class SpectralConfig:
     oracle_box: int = 16
     oracle_apix: float = 6.0
     oracle_noise: float = 0.5
+    variability_modes: int = 2
+    variability_box: int = 32
+    variability_resolution_A: float = 10.0
 
 
 @dataclass
@@ -84,17 +92,21 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
             metrics). progress: object with ``advance(n)``, one unit per epoch.
     """
     from ...analysis.pointcloud import pointcloud_errors
+    from .features import variability_coordinates
     t0 = time.perf_counter()
-    if truth is None:
-        raise InputError("--features", "the oracle feature source needs the true models (--truth-models); "
-                                       "a source computed from the images alone is not available yet")
+    if cfg.features not in ("images", "oracle"):
+        raise InputError("--features", f"must be images or oracle, got {cfg.features!r}")
+    if cfg.features == "oracle" and truth is None:
+        raise InputError("--features", "the oracle feature source needs the true models (--truth-models)")
     if data.rotations is None:
         raise InputError(data.source, "no poses")
     N, L = len(data), reference.shape[0]
-    if truth.shape != (N, L, 3):
+    if truth is not None and truth.shape != (N, L, 3):
         raise InputError("--truth-models", f"true models have shape {truth.shape}, expected ({N}, {L}, 3)")
     if not 0 < cfg.test_fraction < 1:
         raise InputError("--test-fraction", f"must be in (0, 1), got {cfg.test_fraction}")
+    if not 1 <= cfg.k < N:
+        raise InputError("--k", f"must be in 1..{N - 1}, got {cfg.k}")
     check_chain(reference, "--reference")
     ref_t = torch.as_tensor(reference, dtype=torch.float64)[None]
     ref = chain_to_internal(ref_t)
@@ -102,11 +114,18 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
         ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
     elif cfg.bonds != "given":
         raise InputError("--bonds", f"must be constant or given, got {cfg.bonds!r}")
-    true_t = torch.as_tensor(truth, dtype=torch.float64)
-    true_int = chain_to_internal(true_t, ref=ref.ref)
-    anchors = (true_int.ref_pos, true_int.ref_frame)  # the paper's protocol: each particle's true anchor
-    feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.sigma,
-                        noise_std=cfg.oracle_noise, seed=cfg.seed)
+    true_t = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)
+    if true_t is not None:
+        true_int = chain_to_internal(true_t, ref=ref.ref)
+        anchors = (true_int.ref_pos, true_int.ref_frame)  # the paper's protocol: each particle's true anchor
+    else:
+        anchors = (ref.ref_pos.expand(N, -1), ref.ref_frame.expand(N, -1, -1))
+    if cfg.features == "oracle":
+        feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.sigma,
+                            noise_std=cfg.oracle_noise, seed=cfg.seed)
+    else:
+        feats = variability_coordinates(data, cfg.variability_box, cfg.variability_modes,
+                                        cfg.variability_resolution_A, seed=cfg.seed)
     v, _, _ = spectral_embedding(feats, cfg.k)
     images = torch.from_numpy(data.images(slice(0, N))).to(torch.float64)
     rng = np.random.default_rng(cfg.seed)
@@ -120,13 +139,14 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
                         sigma=cfg.sigma, seed=cfg.seed)
     tr = torch.as_tensor(train)
     with torch.no_grad():
-        initial = pointcloud_errors(model(v[test], anchors[0][test], anchors[1][test]), true_t[test])
+        initial = ({} if true_t is None else
+                   pointcloud_errors(model(v[test], anchors[0][test], anchors[1][test]), true_t[test]))
     history = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr],
                         None if data.ctf is None else data.ctf.subset(tr), data.D, data.apix, fit_cfg,
                         progress=progress, anchors=(anchors[0][tr], anchors[1][tr]))
     with torch.no_grad():
         models = model(v, anchors[0], anchors[1])
-        final = pointcloud_errors(models[test], true_t[test])
+        final = {} if true_t is None else pointcloud_errors(models[test], true_t[test])
         start = LinearAngleModel(ref, cfg.k)(v, anchors[0], anchors[1])
         # noiseless views of three test particles: the given model, the truth and the prediction
         from .model import render_particles
@@ -134,7 +154,7 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
         ctf = None if data.ctf is None else data.ctf.subset(show)
         views = {name: render_particles(c[show], data.rotations[show], offsets[show], ctf, cfg.sigma, data.D,
                                         data.apix).numpy()
-                 for name, c in (("initial", start), ("truth", true_t), ("prediction", models))}
+                 for name, c in (("initial", start), ("truth", true_t), ("prediction", models)) if c is not None}
         views["observed"] = images[show].numpy()
     return SpectralResult(models, v, test, history, final, initial, time.perf_counter() - t0, start, true_t, views)
 
@@ -167,7 +187,7 @@ def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrit
         training_plot(tmp / "training.png", result.history)
         if result.views:
             views_plot(tmp / "projections.png", result.views)
-        if result.initial_models is not None and result.truth is not None:
+        if result.initial_models is not None and result.truth is not None and len(result.test_index):
             idx = result.test_index[:3]
             structures_plot(tmp / "structures.png", result.initial_models[idx].numpy(), result.truth[idx].numpy(),
                             result.models[idx].detach().numpy())
