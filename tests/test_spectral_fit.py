@@ -10,17 +10,23 @@ from cryoscape.physics import CTFParams
 from cryoscape.structure import chain_to_internal
 
 
-@pytest.mark.slow
-def test_fit_recovers_conformations_on_clean_data(adk):
-    """Truth: a 1-D family of AdK conformations, linear in the angles along a path coordinate s ∈ [−1, 1]
-    (15 % of the way from the closed to the open frame at s = 1); the model starts from frame 0."""
+def _path_family(adk, fraction):
+    """Frame 0 as the given model, and a 1-D family of AdK conformations linear in the angles along a path
+    coordinate s ∈ [−1, 1] (``fraction`` of the way to the open frame at s = 1): ``(reference, truth model)``."""
     x = torch.as_tensor(adk.coords[[0, 101]])
     x = x - x[0].mean(0)
     ref = chain_to_internal(x[:1])
     end = chain_to_internal(x[1:], ref=ref.ref)
     truth = LinearAngleModel(ref, 1)
-    truth.gamma_psi.data = (end.psi - ref.psi).T * 0.15
-    truth.gamma_theta.data = (end.theta - ref.theta).T * 0.15
+    truth.gamma_psi.data = (end.psi - ref.psi).T * fraction
+    truth.gamma_theta.data = (end.theta - ref.theta).T * fraction
+    return ref, truth
+
+
+@pytest.mark.slow
+def test_fit_recovers_conformations_on_clean_data(adk):
+    """15 % of the closed→open path; the model starts from frame 0 and must find the conformations."""
+    ref, truth = _path_family(adk, 0.15)
     g = torch.Generator().manual_seed(1)
     N, D, apix = 240, 40, 3.0
     s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
@@ -45,12 +51,7 @@ def test_fit_recovers_conformations_on_clean_data(adk):
 
 
 def test_training_resumes_from_its_checkpoint(adk, tmp_path):
-    x = torch.as_tensor(adk.coords[[0, 101]])
-    x = x - x[0].mean(0)
-    ref = chain_to_internal(x[:1])
-    end = chain_to_internal(x[1:], ref=ref.ref)
-    truth = LinearAngleModel(ref, 1)
-    truth.gamma_psi.data = (end.psi - ref.psi).T * 0.1
+    ref, truth = _path_family(adk, 0.1)
     g = torch.Generator().manual_seed(2)
     N, D, apix = 40, 24, 4.0
     s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
