@@ -149,6 +149,8 @@ def demo(
     # 3. Atomic model per particle by the spectral method (graph from the images; the truth only scores it).
     import numpy as np
 
+    from dataclasses import asdict
+
     from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
     frames = np.asarray(frame_ids)
     lookup = {int(f): i for i, f in enumerate(frames)}
@@ -156,9 +158,9 @@ def demo(
     truth = conf.coords[[lookup[int(c)] for c in conf_ids]]
     reference = conf.coords[0]
     cfg_sp = SpectralConfig(features="images")
-    with progress_bar(cfg_sp.epochs, "spectral model", not no_progress) as bar:
+    with progress_bar(cfg_sp.fit.epochs, "spectral model", not no_progress) as bar:
         sp = run_spectral(data, reference, cfg_sp, truth, bar)
-    summ = write_spectral(out / "spectral", sp, conf, {"command": "demo spectral", **cfg_sp.__dict__},
+    summ = write_spectral(out / "spectral", sp, conf, {"command": "demo spectral", **asdict(cfg_sp)},
                           overwrite=overwrite, color=conf_ids)
     typer.echo(json.dumps({stage: {k: round(summ[stage][k], 3) for k in ("avg_error_A", "max_error_A")}
                            for stage in ("test_initial", "test_trained")}))

@@ -49,6 +49,9 @@ def spectral(
     from ..io.errors import InputError
     from ..io.models import read_model, read_structure
     from ..io.star import read_star
+    from dataclasses import asdict
+
+    from ..methods.spectral.model import FitConfig
     from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
     from ..utils.progress import progress_bar
 
@@ -82,12 +85,14 @@ def spectral(
         truth = models.coords[[lookup[int(c)] for c in conf]]
     if ref.n_atoms < 4:
         raise InputError(reference, f"needs at least 4 Cα, has {ref.n_atoms}")
-    cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma,
-                         test_fraction=test_fraction, seed=seed)
+    cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, test_fraction=test_fraction,
+                         fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma, seed=seed))
+    if seed < 0:
+        raise InputError("--seed", f"must be ≥ 0, got {seed}")
     with progress_bar(epochs, "training", not no_progress) as bar:
         result = run_spectral(data, coords, cfg, truth, bar)
     config = {"command": "spectral", "particles": str(particles), "reference": str(reference), "frame": frame,
-              "truth_models": str(truth_models) if truth_models else None, **cfg.__dict__}
+              "truth_models": str(truth_models) if truth_models else None, **asdict(cfg)}
     summary = write_spectral(out, result, ref, config, overwrite, color=conf)
     brief = {"n_particles": summary["n_particles"], "wall_s": summary["wall_s"]}
     for stage in ("test_initial", "test_trained"):

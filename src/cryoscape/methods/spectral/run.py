@@ -32,26 +32,23 @@ MAX_BOND_A = 4.2
 
 @dataclass
 class SpectralConfig:
-    """Options: eigenvectors ``k``, the model (``bias``, ``bonds`` "constant" or "given"), training
-    (see :class:`FitConfig`), the test fraction and seed, and the oracle maps' grid."""
+    """Options: the feature source, eigenvectors ``k``, the model (``bias``, ``bonds`` "constant" or
+    "given"), the test fraction, the feature sources' grids, and the training (``fit``, a
+    :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
+    also seed the split and set the atom width)."""
 
     features: str = "images"
     k: int = 10
     bias: bool = False
     bonds: str = "constant"
-    epochs: int = 30
-    batch_size: int = 100
-    lr: float = 0.01
-    optimizer: str = "adam"
-    sigma: float = 3.0
     test_fraction: float = 0.1
-    seed: int = 0
     oracle_box: int = 16
     oracle_apix: float = 6.0
     oracle_noise: float = 0.5
     variability_modes: int = 2
     variability_box: int = 32
     variability_resolution_A: float = 10.0
+    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, optimizer="adam"))
 
 
 @dataclass
@@ -121,22 +118,21 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     else:
         anchors = (ref.ref_pos.expand(N, -1), ref.ref_frame.expand(N, -1, -1))
     if cfg.features == "oracle":
-        feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.sigma,
-                            noise_std=cfg.oracle_noise, seed=cfg.seed)
+        feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.fit.sigma,
+                            noise_std=cfg.oracle_noise, seed=cfg.fit.seed)
     else:
         feats = variability_coordinates(data, cfg.variability_box, cfg.variability_modes,
-                                        cfg.variability_resolution_A, seed=cfg.seed)
+                                        cfg.variability_resolution_A, seed=cfg.fit.seed)
     v, _, _ = spectral_embedding(feats, cfg.k)
     images = torch.from_numpy(data.images(slice(0, N))).to(torch.float64)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.fit.seed)
     perm = rng.permutation(N)
     n_test = max(1, int(round(cfg.test_fraction * N)))
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     # origins (RELION: the shift that centres the particle) → the particle's offset is their negative
     offsets = -torch.as_tensor(data.origins_A)
     model = LinearAngleModel(ref, cfg.k, bias=cfg.bias)
-    fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-                        sigma=cfg.sigma, seed=cfg.seed)
+    fit_cfg = cfg.fit
     tr = torch.as_tensor(train)
     with torch.no_grad():
         initial = ({} if true_t is None else
@@ -152,7 +148,7 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
         from .model import render_particles
         show = torch.as_tensor(test[:3])
         ctf = None if data.ctf is None else data.ctf.subset(show)
-        views = {name: render_particles(c[show], data.rotations[show], offsets[show], ctf, cfg.sigma, data.D,
+        views = {name: render_particles(c[show], data.rotations[show], offsets[show], ctf, cfg.fit.sigma, data.D,
                                         data.apix).numpy()
                  for name, c in (("initial", start), ("truth", true_t), ("prediction", models)) if c is not None}
         views["observed"] = images[show].numpy()
