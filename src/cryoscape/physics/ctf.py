@@ -47,17 +47,18 @@ def ctf_2d(kx: torch.Tensor, ky: torch.Tensor, defocus_u: torch.Tensor, defocus_
         return torch.as_tensor(x, dtype=dtype, device=device).reshape(-1, 1, 1)
 
     s2 = kx * kx + ky * ky
-    # cos 2(α − α_ast) = cos 2α cos 2α_ast + sin 2α sin 2α_ast, with cos 2α = (kx² − ky²)/s², sin 2α = 2 kx ky/s²
-    inv = torch.where(s2 > 0, 1 / torch.where(s2 > 0, s2, torch.ones_like(s2)), torch.zeros_like(s2))
-    cos2a, sin2a = (kx * kx - ky * ky) * inv, 2 * kx * ky * inv
+    # Δf(α) s² = ½(Δf_U + Δf_V) s² + ½(Δf_U − Δf_V) [cos 2α_ast (kx² − ky²) + sin 2α_ast · 2 kx ky], because
+    # s² cos 2(α − α_ast) = (kx² − ky²) cos 2α_ast + 2 kx ky sin 2α_ast. So χ + asin w is a per-image linear
+    # combination of four fixed grids (s², kx² − ky², 2 kx ky, s⁴) plus a constant:
+    #   χ = π λ Δf(α) s² − ½ π Cs λ³ s⁴ + φ,     CTF = sqrt(1 − w²) sin χ + w cos χ = sin(χ + asin w).
     dfu, dfv, ang = col(defocus_u), col(defocus_v), col(angle_ast)
-    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * (cos2a * torch.cos(2 * ang) + sin2a * torch.sin(2 * ang))
     lam = electron_wavelength(col(voltage_kv))
-    cs = col(cs_mm) * 1e7
-    w = col(amp_contrast)
-    # sqrt(1 − w²) sin χ + w cos χ = sin(χ + asin w)
-    chi = (math.pi * lam) * df * s2 - (0.5 * math.pi) * cs * lam ** 3 * (s2 * s2) + col(phase_shift)
-    ctf = torch.sin(chi + torch.asin(w))
+    mean_df, half_ast = 0.5 * (dfu + dfv), 0.5 * (dfu - dfv)
+    arg = (math.pi * lam * mean_df) * s2
+    arg.addcmul_(math.pi * lam * half_ast * torch.cos(2 * ang), kx * kx - ky * ky)
+    arg.addcmul_(math.pi * lam * half_ast * torch.sin(2 * ang), 2 * kx * ky)
+    arg.addcmul_(-0.5 * math.pi * col(cs_mm) * 1e7 * lam ** 3, s2 * s2)
+    ctf = torch.sin(arg.add_(col(phase_shift) + torch.asin(col(amp_contrast))))
     b = col(bfactor)
     if bool((b != 0).any()):
         ctf = ctf * torch.exp(-b * s2 / 4)

@@ -10,13 +10,6 @@ import torch
 __all__ = ["simulation_previews"]
 
 
-def _figure():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: float, n_show: int = 4,
                         gen_seed: int = 0) -> list[Path]:
     """Write ``stages.png`` (projection → after CTF → after noise, ``n_show`` particles) and ``ctf.png``.
@@ -26,7 +19,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
     from ..data.simulate import render_images
     from ..physics.ctf import CTFParams, ctf_2d
     from ..physics.fourier import freq_grid_2d
-    plt = _figure()
+    from .plots import new_figure, save_figure
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     k = min(n_show, cfg.n_images)
@@ -34,7 +27,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
     gen = torch.Generator().manual_seed(gen_seed)
     noisy = clean + noise_sigma * torch.randn(clean.shape, generator=gen)
     rows = [("projection", proj), ("after CTF", clean), ("after noise", noisy)]
-    fig, axes = plt.subplots(3, k, figsize=(2.2 * k, 6.8), squeeze=False)
+    fig, axes = new_figure(3, k, figsize=(2.2 * k, 6.8), squeeze=False)
     for r, (title, imgs) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
@@ -46,10 +39,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
                 df = float(plan.ctf.defocus_u[c]) / 1e4
                 ax.set_title(f"#{c + 1}  Δf {df:.2f} µm", fontsize=8)
     fig.suptitle(f"{plan.box} px, {plan.apix:.3g} Å/px, SNR {cfg.snr:g}", fontsize=10)
-    fig.tight_layout()
-    stages = folder / "stages.png"
-    fig.savefig(stages, dpi=100)
-    plt.close(fig)
+    stages = save_figure(fig, folder / "stages.png")
 
     D, apix = plan.box, plan.apix
     ky, kx = freq_grid_2d(D, apix, dtype=torch.float64)
@@ -58,7 +48,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
                   np.deg2rad(cfg.phase_shift_deg), cfg.bfactor)
     ctf = ctf_2d(kx, ky, p.defocus_u, p.defocus_v, p.angle_ast, p.voltage_kv, p.cs_mm, p.amp_contrast,
                  p.phase_shift, p.bfactor)
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3))
+    fig, axes = new_figure(1, 4, figsize=(12, 3))
     s = torch.linspace(0, 1 / (2 * apix), 600, dtype=torch.float64)  # fine 1-D profile to Nyquist
     prof = ctf_2d(s[None], torch.zeros_like(s)[None], p.defocus_u, p.defocus_v, p.angle_ast, p.voltage_kv,
                   p.cs_mm, p.amp_contrast, p.phase_shift, p.bfactor)[:, 0]
@@ -70,8 +60,5 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
     axes[3].set_xlabel("spatial frequency (1/Å)")
     axes[3].axhline(0, color="k", lw=0.5)
     axes[3].legend(fontsize=7)
-    fig.tight_layout()
-    ctf_png = folder / "ctf.png"
-    fig.savefig(ctf_png, dpi=100)
-    plt.close(fig)
+    ctf_png = save_figure(fig, folder / "ctf.png")
     return [stages, ctf_png]
