@@ -16,6 +16,7 @@ chunk of images; the stack is read chunk by chunk from disk.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ class BackprojectConfig:
         reg: constant regulariser ``λ = reg × mean weight`` (ignored with ``wiener``).
         wiener: per-shell ``λ`` from the half-map FSC instead (needs half maps).
         half_maps: also reconstruct and write the two half maps.
-        seed: seed of the random half split. chunk: images per chunk.
+        seed: seed of the random half split. chunk: images per chunk (64: measured fastest at 64 px;
+            larger chunks spend their time in page faults of fresh temporaries).
         ctf: use the CTF (multiply, weight by CTF²) when the data have one.
         mask_radius: soft mask radius as a fraction of ``D/2`` (0 for no mask); mask_edge_px: its fall-off.
         gridding: divide by sinc² after inversion (off: measured no better with normalised insertion).
@@ -58,7 +60,7 @@ class BackprojectConfig:
     wiener: bool = False
     half_maps: bool = True
     seed: int = 0
-    chunk: int = 256
+    chunk: int = 64
     ctf: bool = True
     mask_radius: float = 0.9
     mask_edge_px: float = 4.0
@@ -112,33 +114,30 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
     which = _split(n, cfg.seed)
     ky, kx = rfreq_grid_2d(cfg.pad * D, apix, dtype=torch.float32)  # the padded images' frequencies
     use_ctf = cfg.ctf and data.ctf is not None
-    # Two worker threads fill the two half grids while the main thread prepares the next chunk; torch's
-    # own intra-op threads would only oversubscribe the cores, so they are set to 1 meanwhile.
-    pool = ThreadPoolExecutor(max_workers=2)
-    pending = [None, None]
+    lock = threading.Lock()
+
+    def fill(h: int) -> None:
+        """Read, transform and insert the images of half ``h`` chunk by chunk (one worker thread per half)."""
+        inserter, members = halves[h], np.nonzero(which == h)[0]
+        for s in range(0, len(members), cfg.chunk):
+            idx = members[s:s + cfg.chunk]
+            img = inserter.pad_images(torch.from_numpy(data.images(idx)))
+            f = rfft2_centered(img) * phase_ramp(kx, ky, torch.as_tensor(data.origins_A[idx], dtype=torch.float32))
+            c = ctf_from_params(data.ctf.subset(torch.as_tensor(idx)), kx, ky) if use_ctf else None
+            inserter.insert(f, c, data.rotations[torch.as_tensor(idx)].to(torch.float32), apix)
+            if progress is not None:
+                with lock:
+                    progress.advance(len(idx))
+
+    # The two halves are independent: two worker threads (torch releases the GIL in its kernels), each
+    # with its own accumulator; torch's intra-op threads would only oversubscribe the cores meanwhile.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for s in range(0, n, cfg.chunk):
-            sl = slice(s, min(n, s + cfg.chunk))
-            img = halves[0].pad_images(torch.from_numpy(data.images(sl)))
-            f = rfft2_centered(img) * phase_ramp(kx, ky, torch.as_tensor(data.origins_A[sl], dtype=torch.float32))
-            c = ctf_from_params(data.ctf.subset(sl), kx, ky) if use_ctf else None
-            R = data.rotations[sl].to(torch.float32)
-            for h in (0, 1):
-                m = torch.as_tensor(which[sl] == h)
-                if bool(m.any()):
-                    args = (f[m], None if c is None else c[m], R[m], apix)
-                    if pending[h] is not None:
-                        pending[h].result()
-                    pending[h] = pool.submit(halves[h].insert, *args)
-            if progress is not None:
-                progress.advance(sl.stop - sl.start)
-        for p in pending:
-            if p is not None:
-                p.result()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for job in [pool.submit(fill, h) for h in (0, 1)]:
+                job.result()
     finally:
-        pool.shutdown()
         torch.set_num_threads(threads)
     num_a, w_a = halves[0].grids()
     num_b, w_b = halves[1].grids()
