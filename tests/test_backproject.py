@@ -138,6 +138,15 @@ def test_backproject_bad_inputs(dataset, tmp_path, capsys):
     (tmp_path / "box.star").write_text(text)
     (tmp_path / "particles.mrcs").symlink_to(out / "particles.mrcs")
     _bad(capsys, tmp_path, [tmp_path / "box.star"], "box.star", "rlnImageSize 64")
+    sub = tmp_path / "apix_sub"  # the stack's header says 2.0 Å, the STAR 1.5 Å
+    sub.mkdir()
+    stack, apix = read_stack(out / "particles.mrcs")
+    write_stack(sub / "particles.mrcs", np.array(stack), 2.0)
+    (sub / "p.star").write_text((out / "particles.star").read_text())
+    _bad(capsys, tmp_path, [sub / "p.star"], "particles.mrcs", "pixel size 2 Å", "rlnImagePixelSize (1.5 Å)")
+    code, _, err = run(["backproject", sub / "p.star", "--apix", "1.5", "--no-progress", "-o", tmp_path / "ok"],
+                       capsys)
+    assert code in (0, None), err  # --apix settles the disagreement
     np.save(tmp_path / "empty.npy", np.zeros(0, dtype=np.int64))
     _bad(capsys, tmp_path, [out / "particles.star", "--ind", tmp_path / "empty.npy"], "--ind", "empty")
     _bad(capsys, tmp_path, [out / "particles.mrcs"], "no poses")

@@ -34,7 +34,7 @@ def backproject(
     mask_radius: float = typer.Option(0.9, "--mask-radius", help="Soft mask radius, fraction of half the box "
                                                                 "(0: no mask)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="A reference map: also report the FSC to it."),
-    chunk: int = typer.Option(256, "--chunk", help="Images per chunk."),
+    chunk: int = typer.Option(64, "--chunk", help="Images per chunk."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ):

@@ -142,9 +142,9 @@ def read_indices(path: str | Path) -> np.ndarray:
     return idx.astype(np.int64).ravel()
 
 
-def _check_apix(value: float, reference: float, what: str, where) -> None:
+def _check_apix(value: float, reference: float, what: str, where, hint: str = "") -> None:
     if value > 0 and reference > 0 and abs(value - reference) > _APIX_RTOL * reference:
-        raise InputError(where, f"pixel size {value:.4g} Å disagrees with {what} ({reference:.4g} Å)")
+        raise InputError(where, f"pixel size {value:.4g} Å disagrees with {what} ({reference:.4g} Å){hint}")
 
 
 def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: str | Path | None = None,
@@ -170,6 +170,9 @@ def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: 
         idx, paths = table.image_locations(datadir)
         stacks, D, header_apix = _open_stacks(paths, particles)
         file_apix = float(table.apix[0]) if "rlnImagePixelSize" in table.particles else 0.0
+        if apix is None and header_apix not in (0.0, 1.0):  # 0 and 1 Å: the usual "unset" header values
+            _check_apix(header_apix, file_apix, "the STAR's rlnImagePixelSize", next(iter(stacks)),
+                        "; give --apix to choose")
         a = apix or file_apix or header_apix
         box = table.box
         if (box > 0).any() and not (box[box > 0] == D).all():
