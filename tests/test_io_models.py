@@ -13,7 +13,7 @@ import pytest
 
 from cryoscape.data.embedded import adk_files
 from cryoscape.io.errors import InputError
-from cryoscape.io.models import read_model, read_structure, read_trajectory, write_pdb
+from cryoscape.io.models import read_model, read_structure, read_trajectory, write_dcd, write_pdb
 
 
 def _psf_atoms(psf):
@@ -255,3 +255,19 @@ def test_write_pdb_round_trip(adk, tmp_path):
     np.testing.assert_array_equal(back.names, sub.names)
     assert set(back.elements) == {"C"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pdb"]
+
+
+def test_write_dcd_round_trip(adk, tmp_path):
+    """DCD + topology written by us, read back by MDAnalysis: float32 coordinates, same residues."""
+    rng = np.random.default_rng(0)
+    coords = adk.coords[:5] + rng.normal(0, 0.3, (5, 214, 3))  # not the DCD's own float32 values
+    sub = type(adk)(coords, adk.names, adk.resnames, adk.resids, adk.chains, adk.elements, adk.source,
+                    adk.frames[:5])
+    topology = write_dcd(tmp_path / "m.dcd", sub)
+    assert topology == tmp_path / "m_topology.pdb"
+    back = read_trajectory(topology, tmp_path / "m.dcd")
+    assert back.coords.shape == (5, 214, 3)
+    np.testing.assert_allclose(back.coords, coords, atol=1e-5 * np.abs(coords).max())
+    np.testing.assert_array_equal(back.resids, adk.resids)
+    assert set(back.elements) == {"C"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dcd", "m_topology.pdb"]

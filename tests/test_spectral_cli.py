@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cryoscape.cli.main import main
-from cryoscape.io.models import read_model
+from cryoscape.io.models import read_model, read_trajectory
 
 
 def run(argv, capsys):
@@ -43,9 +43,14 @@ def test_spectral_from_images_alone(simulated, tmp_path, capsys):
     """Real-data mode: the graph from the images (no truth anywhere), models anchored at the reference."""
     code, stdout, err = run(["spectral", simulated / "particles.star", "--reference", simulated / "truth/models.pdb",
                              "--epochs", 2, "--k", 3, "--optimizer", "adam", "--lr", 0.01, "--no-progress",
-                             "-o", tmp_path / "img"], capsys)
+                             "--models-format", "dcd", "-o", tmp_path / "img"], capsys)
     assert code in (0, None), err
-    assert read_model(tmp_path / "img" / "models.pdb").n_frames == 160
+    dcd = read_trajectory(tmp_path / "img" / "models_topology.pdb", tmp_path / "img" / "models.dcd")
+    ref = read_model(simulated / "truth/models.pdb")
+    assert dcd.n_frames == 160 and list(dcd.resids) == list(ref.resids)
+    # the models start at the reference and move by a few Å at most after two epochs
+    assert np.abs(dcd.coords - dcd.coords.mean(1, keepdims=True) - (ref.coords[0] - ref.coords[0].mean(0))).max() < 10
+    assert not (tmp_path / "img" / "models.pdb").exists()
     assert json.loads((tmp_path / "img" / "metrics.json").read_text())["test_trained"] == {}
 
 

@@ -38,6 +38,8 @@ def spectral(
     sigma: float = typer.Option(3.0, "--sigma", help="Gaussian atom width, Å (as in the simulation)."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Particles held out for the metrics."),
     seed: int = typer.Option(0, "--seed"),
+    models_format: str = typer.Option("pdb", "--models-format", help="pdb (one model per particle) or dcd "
+                                      "(models.dcd + models_topology.pdb: 12 bytes per atom and particle)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
@@ -61,6 +63,8 @@ def spectral(
     for name, value in (("--k", k), ("--epochs", epochs)):
         if value < 1:
             raise InputError(name, f"must be ≥ 1, got {value}")
+    if models_format not in ("pdb", "dcd"):
+        raise InputError("--models-format", f"must be pdb or dcd, got {models_format!r}")
     if optimizer not in ("sgd", "adam"):
         raise InputError("--optimizer", f"must be sgd or adam, got {optimizer!r}")
     ref = read_structure(reference, topology, "ca", frames=[frame])
@@ -93,11 +97,12 @@ def spectral(
         result = run_spectral(data, coords, cfg, truth, bar)
     config = {"command": "spectral", "particles": str(particles), "reference": str(reference), "frame": frame,
               "truth_models": str(truth_models) if truth_models else None, **asdict(cfg)}
-    summary = write_spectral(out, result, ref, config, overwrite, color=conf)
+    summary = write_spectral(out, result, ref, config, overwrite, color=conf, models_format=models_format)
     brief = {"n_particles": summary["n_particles"], "wall_s": summary["wall_s"]}
     for stage in ("test_initial", "test_trained"):
         if summary[stage]:
             brief[stage] = {m: round(summary[stage][m], 3) for m in ("avg_error_A", "avg_max_error_A",
                                                                     "max_error_A")}
     typer.echo(json.dumps(brief))
-    typer.echo(f"wrote {out}/models.pdb, embedding.npy, metrics.json, embedding.png, training.png")
+    models_files = "models.dcd + models_topology.pdb" if models_format == "dcd" else "models.pdb"
+    typer.echo(f"wrote {out}/{models_files}, embedding.npy, metrics.json, embedding.png, training.png")

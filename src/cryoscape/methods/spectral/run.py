@@ -156,14 +156,15 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
 
 
 def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrite: bool = False,
-                   color: np.ndarray | None = None) -> dict:
-    """Write ``models.pdb`` (one model per particle), ``embedding.npy``, ``test_index.npy``,
+                   color: np.ndarray | None = None, models_format: str = "pdb") -> dict:
+    """Write the per-particle models (``models.pdb``, one model per particle; or with ``models_format``
+    "dcd" ``models.dcd`` + ``models_topology.pdb``), ``embedding.npy``, ``test_index.npy``,
     ``training.json``, ``metrics.json``, plots (``color``: e.g. the true conformation of each particle),
     ``config.yaml``, ``versions.txt`` atomically."""
     import json
 
     from ...io.atomic import atomic_dir
-    from ...io.models import Conformations, write_pdb
+    from ...io.models import Conformations, write_dcd, write_pdb
     from ...io.rundir import write_config, write_versions
     from ...report.plots import embedding_plot, structures_plot, training_plot, views_plot
 
@@ -174,7 +175,10 @@ def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrit
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         conf = Conformations(result.models.detach().numpy(), meta.names, meta.resnames, meta.resids, meta.chains,
                              meta.elements, "cryoscape spectral", np.arange(result.models.shape[0]))
-        write_pdb(tmp / "models.pdb", conf)
+        if models_format == "dcd":
+            write_dcd(tmp / "models.dcd", conf)
+        else:
+            write_pdb(tmp / "models.pdb", conf)
         np.save(tmp / "embedding.npy", result.embedding.numpy())
         np.save(tmp / "test_index.npy", result.test_index)
         (tmp / "training.json").write_text(json.dumps(result.history, indent=1))
