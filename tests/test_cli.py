@@ -88,3 +88,26 @@ def test_bad_inputs(tmp_path, capsys):
     _bad(capsys, tmp_path, [dcd, "--topology", PSF_TRICLINIC], "adk_dims2.dcd")
     _bad(capsys, tmp_path, [dcd, "--topology", psf, "--frames", "0:500"], "frame")
     _bad(capsys, tmp_path, [dcd, "--topology", psf, "--atoms", "banana"], "--atoms")
+
+
+def test_console_entry_exit_codes_and_output(tmp_path):
+    """The installed entry point (python -m cryoscape.cli.main → entry) ends with the command's status,
+    its output flushed and its files complete, although it skips the interpreter's teardown."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vol = atoms_to_volume(torch.randn(30, 3, dtype=torch.float64) * 5, 2.0, 32, 1.5).numpy()
+    write_map(tmp_path / "a.mrc", vol, 1.5)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    cmd = [sys.executable, "-m", "cryoscape.cli.main", "fsc", str(tmp_path / "a.mrc"), str(tmp_path / "a.mrc"),
+           "--plot", str(tmp_path / "f.png")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["real_space_correlation"] == pytest.approx(1.0)
+    from PIL import Image
+    assert Image.open(tmp_path / "f.png").size == (600, 400)  # complete, readable PNG
+    res = subprocess.run(cmd[:5] + [str(tmp_path / "missing.mrc")], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "missing.mrc" in res.stderr

@@ -1,6 +1,7 @@
 """FSC against analytic expectations: identity, independent noise, and a known low-pass cut-off."""
 
 import numpy as np
+import pytest
 
 from cryoscape.analysis.fsc import fsc, resolution_at, shell_frequencies
 
@@ -41,3 +42,31 @@ def test_resolution_recovers_a_hard_low_pass_cutoff():
     # within one shell of the cut-off
     assert 1 / shell_frequencies(D, apix)[cut + 1] <= res <= 1 / shell_frequencies(D, apix)[cut - 1]
     assert abs(res - expected) / expected < 0.1
+
+
+def test_nice_ticks():
+    from cryoscape.report.lineplot import nice_ticks
+    assert nice_ticks(0, 0.33) == [0, 0.1, 0.2, 0.3]
+    assert nice_ticks(0, 1.0, 5) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(-3, 7, 5) == [-2, 0, 2, 4, 6]
+
+
+def test_line_plot_draws_curves_at_their_values(tmp_path):
+    """Constant curves at y = 0.2, 0.5, 0.8 land on pixel rows spaced in proportion to their values."""
+    from PIL import Image
+
+    from cryoscape.report.lineplot import Axis, Curve, line_plot_png
+    x = np.linspace(0, 1, 50)
+    colors = {0.2: (255, 0, 0), 0.5: (0, 170, 0), 0.8: (0, 0, 255)}
+    curves = [Curve(x, np.full(50, v), f"y = {v}", "#%02x%02x%02x" % c) for v, c in colors.items()]
+    path = line_plot_png(tmp_path / "p.png", curves, Axis("x", 0, 1, [0, 0.5, 1], ["0", "0.5", "1"]),
+                         Axis("y", 0, 1, [0, 1], ["0", "1"]))
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert img.shape == (400, 600, 3)
+    rows = {}
+    for v, c in colors.items():
+        near = (np.abs(img - np.array(c)).sum(-1) < 60)[:, 100:300]  # left of the legend
+        assert near.any(), v
+        rows[v] = np.nonzero(near)[0].mean()
+    assert rows[0.8] < rows[0.5] < rows[0.2]  # higher values higher up
+    assert (rows[0.2] - rows[0.8]) / (rows[0.2] - rows[0.5]) == pytest.approx(2.0, abs=0.05)

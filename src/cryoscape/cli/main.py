@@ -36,7 +36,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors exit with 2 (click), bad input files/options with 2 and one line."""
+    import gc
+
     from ..io.errors import InputError
+    # Importing torch makes about a million Python objects; at the default thresholds (700, 10, 10) the
+    # cyclic collector walks them ~500 times in one short command (measured: 0.4 s of a 4 s
+    # backprojection). 100× rarer collections cost 0.14 s there; cycles are still collected.
+    gc.set_threshold(100_000, 50, 100)
     try:
         app(args=argv)
     except InputError as exc:
@@ -51,5 +57,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+def entry() -> None:
+    """Console entry point (``cryoscape``, ``python -m cryoscape.cli.main``): :func:`main`, then end the
+    process without Python's interpreter teardown.
+
+    Tearing the interpreter down after torch was imported takes about a second (measured: a 10,000-image
+    backprojection from 3.9 s to 2.7 s of wall time without it). By then every output has been written,
+    closed and renamed into place, so once the logs and standard streams are flushed the process leaves
+    with ``os._exit`` and the command's exit status.
+    """
+    import logging
+    import os
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+        if isinstance(code, str):  # sys.exit("message"): print it and fail, as Python does
+            print(code, file=sys.stderr)
+            code = 1
+        code = 0 if code is None else int(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing left to deliver
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

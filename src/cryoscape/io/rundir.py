@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["write_config", "write_versions", "run_logger"]
 
 _PACKAGES = ("cryoscape", "torch", "numpy", "scipy", "pandas", "mrcfile", "starfile", "gemmi", "MDAnalysis",
-             "typer", "rich", "matplotlib")
+             "typer", "rich", "matplotlib", "pillow")
 
 
 def _plain(v):

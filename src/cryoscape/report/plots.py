@@ -29,28 +29,20 @@ def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = True) -> Pa
 
 def fsc_plot(path: str | Path, curves: dict, D: int, apix: float) -> Path:
     """FSC curves against spatial frequency with the 0.143 and 0.5 thresholds; x-axis labelled in 1/Å
-    with resolution (Å) on top."""
+    with resolution (Å) on top. Drawn with Pillow (:mod:`.lineplot`): this plot is on the path of quick
+    commands, where importing matplotlib would cost more than the reconstruction of a small job."""
     from ..analysis.fsc import resolution_at, shell_frequencies
+    from .lineplot import Axis, Curve, line_plot_png, nice_ticks
     f = shell_frequencies(D, apix)
-    fig, ax = new_figure(figsize=(6, 4))
-    for name, c in curves.items():
-        c = np.asarray(c)
-        ax.plot(f, c, label=f"{name} (0.143: {resolution_at(c, D, apix, 0.143):.2f} Å)")
-    for t in (0.143, 0.5):
-        ax.axhline(t, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("spatial frequency (1/Å)")
-    ax.set_ylabel("FSC")
-    ax.set_ylim(-0.1, 1.02)
-    ax.set_xlim(0, f[-1])
-    top = ax.twiny()
-    top.set_xlim(ax.get_xlim())
+    lines = [Curve(f, np.asarray(c), f"{name} (0.143: {resolution_at(np.asarray(c), D, apix, 0.143):.2f} Å)")
+             for name, c in curves.items()]
+    xt = nice_ticks(0, float(f[-1]))
+    x = Axis("spatial frequency (1/Å)", 0.0, float(f[-1]), xt, [f"{v:g}" for v in xt])
+    yt = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    y = Axis("FSC", -0.1, 1.02, yt, [f"{v:.1f}" for v in yt])
     nice = [r for r in (50, 30, 20, 15, 10, 8, 6, 5, 4, 3.5, 3, 2.5, 2, 1.5, 1.2, 1) if 1 / r <= f[-1]]
-    top.set_xticks([1 / r for r in nice])
-    top.set_xticklabels([f"{r:g}" for r in nice], fontsize=7)
-    top.set_xlabel("resolution (Å)")
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.86)
-    return save_figure(fig, path, 100, tight=False)
+    top = Axis("resolution (Å)", x.lo, x.hi, [1 / r for r in nice], [f"{r:g}" for r in nice])
+    return line_plot_png(path, lines, x, y, top, hlines=(0.143, 0.5))
 
 
 def embedding_plot(path: str | Path, v: np.ndarray, color: np.ndarray | None = None) -> Path:
