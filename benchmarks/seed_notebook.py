@@ -40,17 +40,21 @@ from cryoscape.analysis.pointcloud import pointcloud_errors  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.simulate import AtomSource, SimulationConfig, plan_simulation, render_images  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
-from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, fit_model, oracle_maps,  # noqa: E402
-                                        spectral_embedding)
+from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, LinearCartesianModel,  # noqa: E402
+                                        fit_model, oracle_maps, spectral_embedding)
 from cryoscape.physics import add_noise, noise_sigma  # noqa: E402
 from cryoscape.structure import chain_to_internal  # noqa: E402
 
 
-def run_split(name, train, test, v, images, plan, coords, anchors, ref, args, fig):
+def run_split(name, train, test, v, images, plan, coords, anchors, ref, ref_xyz, args, fig):
     """Fit on ``train``, report the three errors on ``test`` before and after."""
     R = plan.rotations
     offsets = torch.as_tensor(plan.offsets_A)
-    model = LinearAngleModel(ref, v.shape[1], bias=args.bias)
+    if args.model == "cartesian":
+        model = LinearCartesianModel(ref_xyz, v.shape[1], float(v.pow(2).mean().sqrt()),
+                                     args.smooth_modes or None, args.bond_weight)
+    else:
+        model = LinearAngleModel(ref, v.shape[1], bias=args.bias)
 
     def errors():
         with torch.no_grad():
@@ -61,10 +65,25 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, args, fi
     t = time.perf_counter()
     fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
               plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr, momentum=0.9,
-                                             optimizer=args.optimizer, seed=args.seed),
+                                             optimizer=args.optimizer, schedule=args.schedule, seed=args.seed),
               anchors=(anchors[0][train], anchors[1][train]))
+    if args.model == "cartesian" and args.refine_modes > (args.smooth_modes or 0):
+        # coarse to fine: the same fit again with more cosines, starting from the coarse solution (the
+        # basis is nested: its first 3m columns are the coarse basis)
+        fine = LinearCartesianModel(ref_xyz, v.shape[1], model.v_rms, args.refine_modes, args.bond_weight)
+        with torch.no_grad():
+            fine.gamma[:model.gamma.shape[0]] = model.gamma
+        model = fine
+        fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
+                  plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr * args.refine_lr,
+                                                 optimizer=args.optimizer, schedule=args.schedule, seed=args.seed))
     wall = time.perf_counter() - t
     e1 = errors()
+    with torch.no_grad():
+        pred = model(v[test], anchors[0][test], anchors[1][test])
+    bonds = (pred[:, 1:] - pred[:, :-1]).norm(dim=-1)
+    true_bonds = (coords[test][:, 1:] - coords[test][:, :-1]).norm(dim=-1)
+    fig[f"{name}_bond_length_abs_dev_mean_A_trained"] = float((bonds - true_bonds).abs().mean())
     for k in ("avg_error_A", "avg_max_error_A", "max_error_A"):
         fig[f"{name}_{k}_epoch0"] = e0[k]
         fig[f"{name}_{k}_trained"] = e1[k]
@@ -83,9 +102,18 @@ def main() -> None:
     ap.add_argument("--features", choices=("oracle", "images"), default="oracle",
                     help="graph features: the paper's oracle maps, or variability coordinates from the images")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     ap.add_argument("--bias", action="store_true", help="learn a constant angle offset too")
     ap.add_argument("--bonds", choices=("constant", "given"), default="constant",
                     help="one mean bond length (the paper's model) or the given model's per-bond lengths")
+    ap.add_argument("--model", choices=("angles", "cartesian"), default="angles",
+                    help="the paper's angle model, or positions linear in the eigenvectors")
+    ap.add_argument("--smooth-modes", type=int, default=40,
+                    help="cosines along the chain per axis for the cartesian model (0: every atom free)")
+    ap.add_argument("--refine-modes", type=int, default=0,
+                    help="cartesian model: then refit with this many cosines, from the coarse fit")
+    ap.add_argument("--refine-lr", type=float, default=0.2, help="refit step, relative to --lr")
+    ap.add_argument("--bond-weight", type=float, default=0.0, help="bond-length penalty of the cartesian model")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t_all = time.perf_counter()
@@ -122,7 +150,8 @@ def main() -> None:
     v, _, _ = spectral_embedding(feats, args.k)
     fig: dict = {"n_images": args.n, "box_px": plan.box, "apix_A": plan.apix, "snr": cfg.snr,
                  "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "k": args.k,
-                 "bias": args.bias, "bonds": args.bonds, "features": args.features,
+                 "bias": args.bias, "bonds": args.bonds, "features": args.features, "model": args.model, "schedule": args.schedule,
+                 "bond_weight": args.bond_weight, "smooth_modes": args.smooth_modes,
                  "graph_wall_s": time.perf_counter() - t}
     fig["corr_eigvec1_vs_frame"] = float(abs(np.corrcoef(v[:, 1].numpy(), frames.numpy())[0, 1]))
 
@@ -130,11 +159,11 @@ def main() -> None:
     perm = rng.permutation(args.n)
     n_test = args.n // 10
     run_split("random_split", np.sort(perm[n_test:]), np.sort(perm[:n_test]), v, images, plan, coords, anchors,
-              ref, args, fig)
+              ref, xyz[0], args, fig)
     held = rng.choice(102, size=10, replace=False)
     is_test = np.isin(plan.conformation, held)
     run_split("frame_split", np.nonzero(~is_test)[0], np.nonzero(is_test)[0], v, images, plan, coords, anchors,
-              ref, args, fig)
+              ref, xyz[0], args, fig)
     fig["wall_s_total"] = time.perf_counter() - t_all
     fig["conventions"] = "cryoscape physics: RELION CTF sign, defocus in Å, no modulus; Haar poses; exact SNR"
     print_figures(fig)

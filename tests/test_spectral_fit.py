@@ -79,3 +79,48 @@ def test_training_resumes_from_its_checkpoint(adk, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     assert torch.equal(model.gamma_psi, ref_model.gamma_psi)
     assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
+
+
+def test_chain_dct_basis_is_orthonormal_and_smooth():
+    from cryoscape.methods.spectral.model import chain_dct_basis
+    B = chain_dct_basis(50, 8)
+    assert B.shape == (150, 24)
+    torch.testing.assert_close(B.T @ B, torch.eye(24, dtype=B.dtype), atol=1e-12, rtol=0)
+    # a displacement that is one of the cosines (x only) is reproduced exactly; a rough one mostly is not
+    i = torch.arange(50, dtype=torch.float64)
+    smooth = torch.zeros(50, 3, dtype=torch.float64)
+    smooth[:, 0] = torch.cos(torch.pi * (i + 0.5) * 3 / 50)
+    rough = torch.zeros(50, 3, dtype=torch.float64)
+    rough[::2, 1] = 1.0
+    for d, kept in ((smooth, 1.0), (rough, 0.5)):
+        p = B @ (B.T @ d.reshape(-1))
+        assert float(p.norm() ** 2 / d.reshape(-1).norm() ** 2) == pytest.approx(kept, abs=0.02)
+
+
+def test_cartesian_model_fit_recovers_conformations_on_clean_data(adk):
+    """Conformations x⁰ + s·Δ with Δ smooth along the chain (in the model's basis): from x⁰ the fit finds them."""
+    from cryoscape.methods.spectral import LinearCartesianModel
+    from cryoscape.methods.spectral.model import chain_dct_basis
+    x0 = torch.as_tensor(adk.coords[0] - adk.coords[0].mean(0))
+    L = x0.shape[0]
+    g = torch.Generator().manual_seed(3)
+    B = chain_dct_basis(L, 6)
+    delta = (B @ torch.randn(B.shape[1], generator=g, dtype=torch.float64)).reshape(L, 3)
+    delta *= 4.0 / delta.norm(dim=-1).mean()  # a 4 Å mean displacement at s = ±1
+    N, D, apix = 160, 40, 3.0
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
+    coords = x0 + s[:, :, None] * delta
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.zeros(N, 2, dtype=torch.float64)
+    with torch.no_grad():
+        images = render_particles(coords, R, offsets, None, 3.0, D, apix)
+    train, test = slice(0, 130), slice(130, N)
+    model = LinearCartesianModel(x0, 1, float(s.pow(2).mean().sqrt()), smooth_modes=6)
+    with torch.no_grad():
+        start = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
+    fit_model(model, s[train], images[train], R[train], offsets[train], None, D, apix,
+              FitConfig(epochs=60, batch_size=26, lr=0.3, optimizer="adam"))
+    with torch.no_grad():
+        end_err = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
+    assert start > 1.5
+    assert end_err < 0.3, (start, end_err)

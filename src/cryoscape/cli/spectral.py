@@ -29,10 +29,15 @@ def spectral(
                                                 "cryoscapeConformation and truth/frame_ids.npy)."),
     k: int = typer.Option(10, "--k", help="Number of eigenvectors."),
     epochs: int = typer.Option(30, "--epochs"),
-    lr: float = typer.Option(0.01, "--lr", help="Step size (the loss is relative to the images' mean square; "
-                                                "SGD needs ~5 where Adam takes 0.01)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Step size (default: Adam 0.01 for the angle model, 0.5 "
+                                       "for the cartesian; the loss is relative to the images' mean square, so "
+                                       "SGD needs ~5 where Adam takes 0.01 on the angle model)."),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam (default; robust) or sgd (momentum 0.9, "
                                                              "as in the paper)."),
+    model: str = typer.Option("angles", "--model", help="angles (the paper's: bend and torsion angles linear "
+                              "in the eigenvectors) or cartesian (positions linear in the eigenvectors, smooth "
+                              "along the chain; best measured with --k 4, see docs/benchmarks.md)."),
+    smooth_modes: int = typer.Option(20, "--smooth-modes", help="Cosines along the chain per axis (cartesian)."),
     bias: bool = typer.Option(False, "--bias", help="Learn a constant angle offset too."),
     bonds: str = typer.Option("constant", "--bonds", help="constant (the paper) or given (the reference's own)."),
     sigma: float = typer.Option(3.0, "--sigma", help="Gaussian atom width, Å (as in the simulation)."),
@@ -89,7 +94,10 @@ def spectral(
         truth = models.coords[[lookup[int(c)] for c in conf]]
     if ref.n_atoms < 4:
         raise InputError(reference, f"needs at least 4 Cα, has {ref.n_atoms}")
-    cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, test_fraction=test_fraction,
+    if lr is None:
+        lr = 0.5 if model == "cartesian" else 0.01
+    cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, model=model, smooth_modes=smooth_modes,
+                         test_fraction=test_fraction,
                          fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma, seed=seed))
     if seed < 0:
         raise InputError("--seed", f"must be ≥ 0, got {seed}")

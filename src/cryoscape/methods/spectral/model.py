@@ -26,7 +26,7 @@ from ...physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
 from ...physics.gaussian import project_atoms_real
 from ...structure.chain import ChainCoordinates, internal_to_chain
 
-__all__ = ["LinearAngleModel", "FitConfig", "render_particles", "fit_model"]
+__all__ = ["LinearAngleModel", "LinearCartesianModel", "FitConfig", "render_particles", "fit_model"]
 
 
 class LinearAngleModel(nn.Module):
@@ -68,6 +68,65 @@ class LinearAngleModel(nn.Module):
         return internal_to_chain(c)
 
 
+def chain_dct_basis(L: int, m: int, dtype=torch.float64) -> torch.Tensor:
+    """Orthonormal ``(3L, 3m)`` basis of displacements that vary smoothly along a chain of ``L`` atoms: the
+    first ``m`` cosines ``cos(π (i + ½) j / L)`` of the atom index ``i``, for each axis (row ``3i + a``).
+
+    Measured on the AdK trajectory, the displacements of all 102 frames from frame 0 lie within 0.93 Å
+    (mean over atoms) of the span of 40 cosines, and within 0.59 Å of 80.
+    """
+    i = torch.arange(L, dtype=torch.float64)
+    C = torch.stack([torch.cos(math.pi * (i + 0.5) * j / L) for j in range(m)], 1)
+    C = C / C.norm(dim=0)
+    return torch.kron(C, torch.eye(3, dtype=torch.float64)).to(dtype)
+
+
+class LinearCartesianModel(nn.Module):
+    """Atom positions linear in the spectral coordinates, around a reference chain:
+
+        x_n = x⁰ + B Γ (v_n / s)      (B: (3L, 3m) smooth basis along the chain, Γ: (3m, k), zero-initialised)
+
+    with ``x⁰`` the given model (in the particles' model frame), ``s`` the root mean square of the spectral
+    coordinates (so ``Γ`` is in Å) and ``B`` the first ``m`` cosines along the chain per axis
+    (:func:`chain_dct_basis`; ``m`` = None: every atom free, ``B`` = identity). Measured on the seed
+    protocol's oracle graph, least squares of the true positions on 10 eigenvectors leaves 0.35 Å, while the
+    angle model's Cα positions follow a chain of rotations whose errors add up along the chain. The smooth
+    basis is the regulariser: with every atom free, the fit to noisy images wanders (measured: worse than
+    the given model after 30 epochs). Bond lengths are not built in; ``bond_weight`` adds
+    ``w · mean((|x_{i+1} − x_i| − d_i)²)`` (Å², ``d`` the given model's bonds) to the loss.
+
+    Args:
+        reference: ``(L, 3)`` Å. k: number of spectral coordinates. v_rms: their root mean square ``s``.
+        smooth_modes: ``m`` (None: no basis). bond_weight: weight of the bond-length penalty (0: none).
+    """
+
+    def __init__(self, reference: torch.Tensor, k: int, v_rms: float, smooth_modes: int | None = 40,
+                 bond_weight: float = 0.0):
+        super().__init__()
+        ref = torch.as_tensor(reference)
+        L = ref.shape[0]
+        self.register_buffer("x0", ref)
+        self.register_buffer("bonds", (ref[1:] - ref[:-1]).norm(dim=-1))
+        m = L if smooth_modes is None else min(int(smooth_modes), L)
+        self.register_buffer("basis", None if smooth_modes is None else chain_dct_basis(L, m, ref.dtype))
+        self.v_rms, self.bond_weight = float(v_rms), float(bond_weight)
+        self.gamma = nn.Parameter(torch.zeros(3 * m, k, dtype=ref.dtype))
+
+    def forward(self, v: torch.Tensor, ref_pos=None, ref_frame=None) -> torch.Tensor:
+        """``v (n, k)`` → positions ``(n, L, 3)`` Å (anchors are not used: positions are absolute)."""
+        d = (v / self.v_rms) @ self.gamma.T  # (n, 3m)
+        if self.basis is not None:
+            d = d @ self.basis.T
+        return self.x0 + d.reshape(v.shape[0], *self.x0.shape)
+
+    def regulariser(self, coords: torch.Tensor) -> torch.Tensor:
+        """Bond-length penalty of ``coords (n, L, 3)`` (0 when ``bond_weight`` is 0)."""
+        if self.bond_weight == 0:
+            return coords.new_zeros(())
+        d = (coords[:, 1:] - coords[:, :-1]).norm(dim=-1)
+        return self.bond_weight * ((d - self.bonds) ** 2).mean()
+
+
 def render_particles(coords: torch.Tensor, R: torch.Tensor, offsets: torch.Tensor, ctf: CTFParams | None,
                      sigma: float, D: int, apix: float) -> torch.Tensor:
     """Gaussian-atom images of ``coords (n, A, 3)`` at poses ``R (n, 3, 3)`` and offsets ``(n, 2)`` Å, with
@@ -81,7 +140,9 @@ def render_particles(coords: torch.Tensor, R: torch.Tensor, offsets: torch.Tenso
 
 @dataclass
 class FitConfig:
-    """Training options: ``optimizer`` "sgd" (with ``momentum``, as in the paper) or "adam".
+    """Training options: ``optimizer`` "sgd" (with ``momentum``, as in the paper) or "adam"; ``schedule``
+    "constant" or "cosine" (the step of epoch ``e`` of ``E`` is ``lr · ½(1 + cos(π (e − 1) / E))``: large
+    steps first, small ones at the end, which keeps long runs at a large ``lr`` from wandering).
 
     ``checkpoint``: a file written (atomically) after every epoch with the model, the optimiser, the
     shuffling generator and the history; when it exists at the start, training resumes from it and ends
@@ -93,6 +154,7 @@ class FitConfig:
     lr: float = 0.1
     momentum: float = 0.9
     optimizer: str = "sgd"
+    schedule: str = "constant"
     sigma: float = 3.0
     seed: int = 0
     checkpoint: str | None = None
@@ -134,7 +196,12 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
         gen.set_state(state["gen"])
         history, start = state["history"], state["epoch"] + 1
     t0 = time.perf_counter()
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
     for epoch in range(start, cfg.epochs + 1):
+        if cfg.schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
         order = torch.randperm(N, generator=gen)
         total = 0.0
         for s in range(0, N, cfg.batch_size):
@@ -144,6 +211,8 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
             pred = render_particles(coords, R[idx], offsets[idx],
                                     None if ctf is None else ctf.subset(idx), cfg.sigma, D, apix)
             loss = ((pred - images[idx].to(pred.dtype)) ** 2).mean() * scale
+            if hasattr(model, "regulariser"):
+                loss = loss + model.regulariser(coords)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)

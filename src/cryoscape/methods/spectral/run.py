@@ -23,7 +23,7 @@ from ...io.errors import InputError
 from ...structure.chain import chain_to_internal
 from .features import oracle_maps
 from .graph import spectral_embedding
-from .model import FitConfig, LinearAngleModel, fit_model
+from .model import FitConfig, LinearAngleModel, LinearCartesianModel, fit_model
 
 __all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain"]
 
@@ -32,8 +32,9 @@ MAX_BOND_A = 4.2
 
 @dataclass
 class SpectralConfig:
-    """Options: the feature source, eigenvectors ``k``, the model (``bias``, ``bonds`` "constant" or
-    "given"), the test fraction, the feature sources' grids, and the training (``fit``, a
+    """Options: the feature source, eigenvectors ``k``, the model (``model`` "angles", the paper's, with
+    ``bias`` and ``bonds`` "constant" or "given"; or "cartesian", positions linear in the eigenvectors
+    within ``smooth_modes`` cosines along the chain), the test fraction, the feature sources' grids, and the training (``fit``, a
     :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
     also seed the split and set the atom width)."""
 
@@ -41,6 +42,8 @@ class SpectralConfig:
     k: int = 10
     bias: bool = False
     bonds: str = "constant"
+    model: str = "angles"
+    smooth_modes: int = 20
     test_fraction: float = 0.1
     oracle_box: int = 16
     oracle_apix: float = 6.0
@@ -131,7 +134,15 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     # origins (RELION: the shift that centres the particle) → the particle's offset is their negative
     offsets = -torch.as_tensor(data.origins_A)
-    model = LinearAngleModel(ref, cfg.k, bias=cfg.bias)
+    def new_model():
+        if cfg.model == "cartesian":
+            return LinearCartesianModel(ref_t[0], cfg.k, float(v.pow(2).mean().sqrt()), cfg.smooth_modes)
+        return LinearAngleModel(ref, cfg.k, bias=cfg.bias)
+    if cfg.model not in ("angles", "cartesian"):
+        raise InputError("--model", f"must be angles or cartesian, got {cfg.model!r}")
+    if cfg.model == "cartesian" and not 1 <= cfg.smooth_modes:
+        raise InputError("--smooth-modes", f"must be ≥ 1, got {cfg.smooth_modes}")
+    model = new_model()
     fit_cfg = cfg.fit
     tr = torch.as_tensor(train)
     with torch.no_grad():
@@ -143,7 +154,7 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     with torch.no_grad():
         models = model(v, anchors[0], anchors[1])
         final = {} if true_t is None else pointcloud_errors(models[test], true_t[test])
-        start = LinearAngleModel(ref, cfg.k)(v, anchors[0], anchors[1])
+        start = new_model()(v, anchors[0], anchors[1])
         # noiseless views of three test particles: the given model, the truth and the prediction
         from .model import render_particles
         show = torch.as_tensor(test[:3])
