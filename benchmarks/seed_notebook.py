@@ -41,7 +41,7 @@ from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.simulate import AtomSource, SimulationConfig, plan_simulation, render_images  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, LinearCartesianModel,  # noqa: E402
-                                        fit_model, oracle_maps, spectral_embedding)
+                                        fit_model, oracle_maps, refine_cartesian, spectral_embedding)
 from cryoscape.physics import add_noise, noise_sigma  # noqa: E402
 from cryoscape.structure import chain_to_internal  # noqa: E402
 
@@ -68,12 +68,8 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, ref_xyz,
                                              optimizer=args.optimizer, schedule=args.schedule, seed=args.seed),
               anchors=(anchors[0][train], anchors[1][train]))
     if args.model == "cartesian" and args.refine_modes > (args.smooth_modes or 0):
-        # coarse to fine: the same fit again with more cosines, starting from the coarse solution (the
-        # basis is nested: its first 3m columns are the coarse basis)
-        fine = LinearCartesianModel(ref_xyz, v.shape[1], model.v_rms, args.refine_modes, args.bond_weight)
-        with torch.no_grad():
-            fine.gamma[:model.gamma.shape[0]] = model.gamma
-        model = fine
+        # coarse to fine: the same fit again with more cosines, starting from the coarse solution
+        model = refine_cartesian(model, args.refine_modes)
         fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
                   plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr * args.refine_lr,
                                                  optimizer=args.optimizer, schedule=args.schedule, seed=args.seed))
@@ -112,7 +108,7 @@ def main() -> None:
                     help="cosines along the chain per axis for the cartesian model (0: every atom free)")
     ap.add_argument("--refine-modes", type=int, default=0,
                     help="cartesian model: then refit with this many cosines, from the coarse fit")
-    ap.add_argument("--refine-lr", type=float, default=0.2, help="refit step, relative to --lr")
+    ap.add_argument("--refine-lr", type=float, default=0.1, help="refit step, relative to --lr")
     ap.add_argument("--bond-weight", type=float, default=0.0, help="bond-length penalty of the cartesian model")
     args = ap.parse_args()
     torch.set_num_threads(2)

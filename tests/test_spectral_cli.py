@@ -42,11 +42,13 @@ def test_spectral_improves_the_models(simulated, tmp_path, capsys):
 def test_spectral_cartesian_model(simulated, tmp_path, capsys):
     code, stdout, err = run(["spectral", simulated / "particles.star", "--reference", simulated / "truth/models.pdb",
                              "--truth-models", simulated / "truth/models.pdb", "--features", "oracle",
-                             "--model", "cartesian", "--k", 3, "--epochs", 80, "--test-fraction", 0.2,
-                             "--no-progress", "-o", tmp_path / "cart"], capsys)
+                             "--model", "cartesian", "--k", 3, "--epochs", 80, "--refine-modes", 30,
+                             "--test-fraction", 0.2, "--no-progress", "-o", tmp_path / "cart"], capsys)
     assert code in (0, None), err
     m = json.loads((tmp_path / "cart" / "metrics.json").read_text())
     assert m["test_trained"]["avg_error_A"] < 0.8 * m["test_initial"]["avg_error_A"], m
+    history = json.loads((tmp_path / "cart" / "training.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 161))  # both stages
     code, _, err = run(["spectral", simulated / "particles.star", "--reference", simulated / "truth/models.pdb",
                         "--model", "spline", "--no-progress", "-o", tmp_path / "bad"], capsys)
     assert code == 2 and "--model" in err and not (tmp_path / "bad").exists()

@@ -124,3 +124,19 @@ def test_cartesian_model_fit_recovers_conformations_on_clean_data(adk):
         end_err = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
     assert start > 1.5
     assert end_err < 0.3, (start, end_err)
+
+
+def test_refined_cartesian_model_starts_where_the_coarse_one_ends():
+    from cryoscape.methods.spectral import LinearCartesianModel, refine_cartesian
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(30, 3, generator=g, dtype=torch.float64) * 5
+    coarse = LinearCartesianModel(x0, 2, 0.1, smooth_modes=5)
+    with torch.no_grad():
+        coarse.gamma.copy_(torch.randn(coarse.gamma.shape, generator=g, dtype=torch.float64))
+    fine = refine_cartesian(coarse, 12)
+    assert fine.gamma.shape == (36, 2)
+    v = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fine(v), coarse(v), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError):
+        refine_cartesian(fine, 5)

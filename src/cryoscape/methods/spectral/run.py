@@ -13,7 +13,7 @@ chain is anchored at the given model's reference atom and frame (the frame the p
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from ...io.errors import InputError
 from ...structure.chain import chain_to_internal
 from .features import oracle_maps
 from .graph import spectral_embedding
-from .model import FitConfig, LinearAngleModel, LinearCartesianModel, fit_model
+from .model import FitConfig, LinearAngleModel, LinearCartesianModel, fit_model, refine_cartesian
 
 __all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain"]
 
@@ -34,7 +34,8 @@ MAX_BOND_A = 4.2
 class SpectralConfig:
     """Options: the feature source, eigenvectors ``k``, the model (``model`` "angles", the paper's, with
     ``bias`` and ``bonds`` "constant" or "given"; or "cartesian", positions linear in the eigenvectors
-    within ``smooth_modes`` cosines along the chain), the test fraction, the feature sources' grids, and the training (``fit``, a
+    within ``smooth_modes`` cosines along the chain, then optionally refitted with ``refine_modes``
+    cosines at ``refine_lr`` times the step), the test fraction, the feature sources' grids, and the training (``fit``, a
     :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
     also seed the split and set the atom width)."""
 
@@ -44,6 +45,8 @@ class SpectralConfig:
     bonds: str = "constant"
     model: str = "angles"
     smooth_modes: int = 20
+    refine_modes: int = 0
+    refine_lr: float = 0.1
     test_fraction: float = 0.1
     oracle_box: int = 16
     oracle_apix: float = 6.0
@@ -148,9 +151,14 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     with torch.no_grad():
         initial = ({} if true_t is None else
                    pointcloud_errors(model(v[test], anchors[0][test], anchors[1][test]), true_t[test]))
-    history = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr],
-                        None if data.ctf is None else data.ctf.subset(tr), data.D, data.apix, fit_cfg,
-                        progress=progress, anchors=(anchors[0][tr], anchors[1][tr]))
+    train_ctf = None if data.ctf is None else data.ctf.subset(tr)
+    history = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr], train_ctf, data.D, data.apix,
+                        fit_cfg, progress=progress, anchors=(anchors[0][tr], anchors[1][tr]))
+    if cfg.model == "cartesian" and cfg.refine_modes > cfg.smooth_modes:
+        model = refine_cartesian(model, cfg.refine_modes)
+        fine = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr], train_ctf, data.D, data.apix,
+                         replace(fit_cfg, lr=fit_cfg.lr * cfg.refine_lr, history=[]), progress=progress)
+        history += [{**h, "epoch": h["epoch"] + fit_cfg.epochs} for h in fine]
     with torch.no_grad():
         models = model(v, anchors[0], anchors[1])
         final = {} if true_t is None else pointcloud_errors(models[test], true_t[test])
