@@ -40,7 +40,7 @@ from cryoscape.analysis.pointcloud import pointcloud_errors  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.simulate import AtomSource, SimulationConfig, plan_simulation, render_images  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
-from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, LinearCartesianModel,  # noqa: E402
+from cryoscape.methods.spectral import (FitConfig, LinearAngleModel, CartesianModel,  # noqa: E402
                                         fit_model, oracle_maps, refine_cartesian, spectral_embedding)
 from cryoscape.physics import add_noise, noise_sigma  # noqa: E402
 from cryoscape.structure import chain_to_internal  # noqa: E402
@@ -51,8 +51,8 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, ref_xyz,
     R = plan.rotations
     offsets = torch.as_tensor(plan.offsets_A)
     if args.model == "cartesian":
-        model = LinearCartesianModel(ref_xyz, v.shape[1], float(v.pow(2).mean().sqrt()),
-                                     args.smooth_modes or None, args.bond_weight)
+        model = CartesianModel(ref_xyz, v.shape[1], float(v.pow(2).mean().sqrt()),
+                               args.smooth_modes or None, args.bond_weight, args.hidden, args.seed)
     else:
         model = LinearAngleModel(ref, v.shape[1], bias=args.bias)
 
@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10, help="eigenvectors")
     ap.add_argument("--features", choices=("oracle", "images"), default="oracle",
                     help="graph features: the paper's oracle maps, or variability coordinates from the images")
+    ap.add_argument("--var-modes", type=int, default=1, help="images features: modes of 3-D variability")
+    ap.add_argument("--var-resolution", type=float, default=10.0, help="images features: resolution limit, Å")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     ap.add_argument("--bias", action="store_true", help="learn a constant angle offset too")
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--refine-modes", type=int, default=0,
                     help="cartesian model: then refit with this many cosines, from the coarse fit")
     ap.add_argument("--refine-lr", type=float, default=0.1, help="refit step, relative to --lr")
+    ap.add_argument("--hidden", type=int, default=0, help="cartesian model: units of the small MLP term (0: none)")
     ap.add_argument("--bond-weight", type=float, default=0.0, help="bond-length penalty of the cartesian model")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -142,12 +145,12 @@ def main() -> None:
         data = ParticleData({"mem": args.n}, np.array(["mem"] * args.n, dtype=object), np.arange(args.n),
                             plan.rotations, -plan.offsets_A, plan.ctf, plan.apix, plan.box, "in memory")
         data._cache._maps["mem"] = images.to(torch.float32).numpy()
-        feats = variability_coordinates(data)
+        feats = variability_coordinates(data, k=args.var_modes, resolution_A=args.var_resolution)
     v, _, _ = spectral_embedding(feats, args.k)
     fig: dict = {"n_images": args.n, "box_px": plan.box, "apix_A": plan.apix, "snr": cfg.snr,
                  "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "k": args.k,
                  "bias": args.bias, "bonds": args.bonds, "features": args.features, "model": args.model, "schedule": args.schedule,
-                 "bond_weight": args.bond_weight, "smooth_modes": args.smooth_modes,
+                 "bond_weight": args.bond_weight, "smooth_modes": args.smooth_modes, "hidden": args.hidden,
                  "graph_wall_s": time.perf_counter() - t}
     fig["corr_eigvec1_vs_frame"] = float(abs(np.corrcoef(v[:, 1].numpy(), frames.numpy())[0, 1]))
 

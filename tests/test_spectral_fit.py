@@ -99,7 +99,7 @@ def test_chain_dct_basis_is_orthonormal_and_smooth():
 
 def test_cartesian_model_fit_recovers_conformations_on_clean_data(adk):
     """Conformations x⁰ + s·Δ with Δ smooth along the chain (in the model's basis): from x⁰ the fit finds them."""
-    from cryoscape.methods.spectral import LinearCartesianModel
+    from cryoscape.methods.spectral import CartesianModel
     from cryoscape.methods.spectral.model import chain_dct_basis
     x0 = torch.as_tensor(adk.coords[0] - adk.coords[0].mean(0))
     L = x0.shape[0]
@@ -115,7 +115,7 @@ def test_cartesian_model_fit_recovers_conformations_on_clean_data(adk):
     with torch.no_grad():
         images = render_particles(coords, R, offsets, None, 3.0, D, apix)
     train, test = slice(0, 130), slice(130, N)
-    model = LinearCartesianModel(x0, 1, float(s.pow(2).mean().sqrt()), smooth_modes=6)
+    model = CartesianModel(x0, 1, float(s.pow(2).mean().sqrt()), smooth_modes=6)
     with torch.no_grad():
         start = pointcloud_errors(model(s[test]), coords[test])["avg_error_A"]
     fit_model(model, s[train], images[train], R[train], offsets[train], None, D, apix,
@@ -127,10 +127,10 @@ def test_cartesian_model_fit_recovers_conformations_on_clean_data(adk):
 
 
 def test_refined_cartesian_model_starts_where_the_coarse_one_ends():
-    from cryoscape.methods.spectral import LinearCartesianModel, refine_cartesian
+    from cryoscape.methods.spectral import CartesianModel, refine_cartesian
     g = torch.Generator().manual_seed(4)
     x0 = torch.randn(30, 3, generator=g, dtype=torch.float64) * 5
-    coarse = LinearCartesianModel(x0, 2, 0.1, smooth_modes=5)
+    coarse = CartesianModel(x0, 2, 0.1, smooth_modes=5)
     with torch.no_grad():
         coarse.gamma.copy_(torch.randn(coarse.gamma.shape, generator=g, dtype=torch.float64))
     fine = refine_cartesian(coarse, 12)
@@ -140,3 +140,28 @@ def test_refined_cartesian_model_starts_where_the_coarse_one_ends():
         torch.testing.assert_close(fine(v), coarse(v), atol=1e-12, rtol=0)
     with pytest.raises(ValueError):
         refine_cartesian(fine, 5)
+
+
+def test_cartesian_model_mlp_term_starts_linear_and_fits_a_bend():
+    """The MLP term starts at zero (the model is the linear one) and lets the fit follow a displacement
+    that is not linear in the coordinate (``s²``), which the linear term alone cannot."""
+    from cryoscape.methods.spectral import CartesianModel
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(20, 3, generator=g, dtype=torch.float64) * 5
+    s = torch.linspace(-1, 1, 41, dtype=torch.float64)[:, None]
+    delta = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    target = x0 + (s[:, :, None] ** 2) * delta  # quadratic in s
+    errors = {}
+    for hidden in (0, 16):
+        m = CartesianModel(x0, 1, 1.0, smooth_modes=None, hidden=hidden, seed=0)
+        with torch.no_grad():
+            torch.testing.assert_close(m(s), x0.expand(41, -1, -1))
+        opt = torch.optim.Adam(m.parameters(), lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = ((m(s) - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            errors[hidden] = float(((m(s) - target) ** 2).mean().sqrt())
+    assert errors[16] < 0.05 < 0.2 < errors[0], errors

@@ -151,14 +151,18 @@ def demo(
 
     from dataclasses import asdict
 
+    from ..methods.spectral.model import FitConfig
     from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
     frames = np.asarray(frame_ids)
     lookup = {int(f): i for i, f in enumerate(frames)}
     conf_ids = np.load(out / "simulate" / "truth" / "conformation.npy")
     truth = conf.coords[[lookup[int(c)] for c in conf_ids]]
     reference = conf.coords[0]
-    cfg_sp = SpectralConfig(features="images")
-    with progress_bar(cfg_sp.fit.epochs, "spectral model", not no_progress) as bar:
+    # the best measured model (docs/benchmarks.md): positions linear in 3 eigenvectors, smooth along the
+    # chain (20 cosines, then 60), Adam with a cosine schedule
+    cfg_sp = SpectralConfig(features="images", model="cartesian", k=3, smooth_modes=20, refine_modes=60,
+                            fit=FitConfig(epochs=30, lr=1.0, optimizer="adam", schedule="cosine"))
+    with progress_bar(2 * cfg_sp.fit.epochs, "spectral model", not no_progress) as bar:
         sp = run_spectral(data, reference, cfg_sp, truth, bar)
     summ = write_spectral(out / "spectral", sp, conf, {"command": "demo spectral", **asdict(cfg_sp)},
                           overwrite=overwrite, color=conf_ids)

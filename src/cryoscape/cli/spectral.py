@@ -28,18 +28,25 @@ def spectral(
                                                 "(truth/models.pdb; particles mapped by the STAR's "
                                                 "cryoscapeConformation and truth/frame_ids.npy)."),
     k: int = typer.Option(10, "--k", help="Number of eigenvectors."),
+    variability_modes: int = typer.Option(1, "--variability-modes", help="Image features: modes of 3-D "
+                                          "variability per particle (1 measured best on AdK's one-path motion)."),
     epochs: int = typer.Option(30, "--epochs"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Step size (default: Adam 0.01 for the angle model, 0.5 "
-                                       "for the cartesian; the loss is relative to the images' mean square, so "
-                                       "SGD needs ~5 where Adam takes 0.01 on the angle model)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Step size (default: Adam 0.01 for the angle model, "
+                                       "1.0 with a cosine schedule for the cartesian; the loss is relative to the "
+                                       "images' mean square, so SGD needs ~5 where Adam takes 0.01 on the angle "
+                                       "model)."),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam (default; robust) or sgd (momentum 0.9, "
                                                              "as in the paper)."),
     model: str = typer.Option("angles", "--model", help="angles (the paper's: bend and torsion angles linear "
                               "in the eigenvectors) or cartesian (positions linear in the eigenvectors, smooth "
-                              "along the chain; best measured with --k 4, see docs/benchmarks.md)."),
+                              "along the chain; best measured with --k 3 or 4, see docs/benchmarks.md)."),
     smooth_modes: int = typer.Option(20, "--smooth-modes", help="Cosines along the chain per axis (cartesian)."),
     refine_modes: int = typer.Option(0, "--refine-modes", help="Cartesian: then refit with this many cosines from "
                                      "the first fit, at a tenth of the step (0: no refit; 60 measured best)."),
+    hidden: int = typer.Option(0, "--hidden", help="Cartesian: units of a small MLP term beside the linear one "
+                               "(0: linear only)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Step schedule: constant or cosine (default: "
+                                           "cosine for the cartesian model, constant for the angle model)."),
     bias: bool = typer.Option(False, "--bias", help="Learn a constant angle offset too."),
     bonds: str = typer.Option("constant", "--bonds", help="constant (the paper) or given (the reference's own)."),
     sigma: float = typer.Option(3.0, "--sigma", help="Gaussian atom width, Å (as in the simulation)."),
@@ -70,6 +77,10 @@ def spectral(
     for name, value in (("--k", k), ("--epochs", epochs)):
         if value < 1:
             raise InputError(name, f"must be ≥ 1, got {value}")
+    if variability_modes < 1:
+        raise InputError("--variability-modes", f"must be ≥ 1, got {variability_modes}")
+    if hidden < 0:
+        raise InputError("--hidden", f"must be ≥ 0, got {hidden}")
     if models_format not in ("pdb", "dcd"):
         raise InputError("--models-format", f"must be pdb or dcd, got {models_format!r}")
     if optimizer not in ("sgd", "adam"):
@@ -97,10 +108,16 @@ def spectral(
     if ref.n_atoms < 4:
         raise InputError(reference, f"needs at least 4 Cα, has {ref.n_atoms}")
     if lr is None:
-        lr = 0.5 if model == "cartesian" else 0.01
+        lr = 1.0 if model == "cartesian" else 0.01
+    if schedule is None:
+        schedule = "cosine" if model == "cartesian" else "constant"
+    if schedule not in ("constant", "cosine"):
+        raise InputError("--schedule", f"must be constant or cosine, got {schedule!r}")
     cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, model=model, smooth_modes=smooth_modes,
-                         refine_modes=refine_modes, test_fraction=test_fraction,
-                         fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, sigma=sigma, seed=seed))
+                         refine_modes=refine_modes, hidden=hidden, variability_modes=variability_modes,
+                         test_fraction=test_fraction,
+                         fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, sigma=sigma,
+                                       seed=seed))
     if seed < 0:
         raise InputError("--seed", f"must be ≥ 0, got {seed}")
     stages = 2 if model == "cartesian" and refine_modes > smooth_modes else 1

@@ -2,8 +2,8 @@
 
 from .features import oracle_maps, variability_coordinates
 from .graph import gaussian_affinity, normalized_laplacian, spectral_embedding
-from .model import (FitConfig, LinearAngleModel, LinearCartesianModel, fit_model, refine_cartesian,
+from .model import (FitConfig, LinearAngleModel, CartesianModel, fit_model, refine_cartesian,
                     render_particles)
 
 __all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding", "FitConfig", "LinearAngleModel",
-           "LinearCartesianModel", "refine_cartesian", "fit_model", "render_particles", "oracle_maps", "variability_coordinates"]
+           "CartesianModel", "refine_cartesian", "fit_model", "render_particles", "oracle_maps", "variability_coordinates"]

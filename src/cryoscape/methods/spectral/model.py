@@ -26,7 +26,7 @@ from ...physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
 from ...physics.gaussian import project_atoms_real
 from ...structure.chain import ChainCoordinates, internal_to_chain
 
-__all__ = ["LinearAngleModel", "LinearCartesianModel", "refine_cartesian", "FitConfig", "render_particles",
+__all__ = ["LinearAngleModel", "CartesianModel", "refine_cartesian", "FitConfig", "render_particles",
            "fit_model"]
 
 
@@ -82,10 +82,12 @@ def chain_dct_basis(L: int, m: int, dtype=torch.float64) -> torch.Tensor:
     return torch.kron(C, torch.eye(3, dtype=torch.float64)).to(dtype)
 
 
-class LinearCartesianModel(nn.Module):
-    """Atom positions linear in the spectral coordinates, around a reference chain:
+class CartesianModel(nn.Module):
+    """Atom positions linear in the spectral coordinates (plus an optional small MLP), around a reference chain:
 
-        x_n = x⁰ + B Γ (v_n / s)      (B: (3L, 3m) smooth basis along the chain, Γ: (3m, k), zero-initialised)
+        x_n = x⁰ + B [Γ u_n + Λ tanh(W u_n + b)],   u_n = v_n / s
+        (B: (3L, 3m) smooth basis along the chain; Γ: (3m, k) and Λ: (3m, h) zero-initialised;
+         W: (h, k), b: (h,) random; h = ``hidden``, 0 for the linear model)
 
     with ``x⁰`` the given model (in the particles' model frame), ``s`` the root mean square of the spectral
     coordinates (so ``Γ`` is in Å) and ``B`` the first ``m`` cosines along the chain per axis
@@ -99,10 +101,11 @@ class LinearCartesianModel(nn.Module):
     Args:
         reference: ``(L, 3)`` Å. k: number of spectral coordinates. v_rms: their root mean square ``s``.
         smooth_modes: ``m`` (None: no basis). bond_weight: weight of the bond-length penalty (0: none).
+        hidden: units ``h`` of the MLP term (0: none); seed: seed of its random first layer.
     """
 
     def __init__(self, reference: torch.Tensor, k: int, v_rms: float, smooth_modes: int | None = 40,
-                 bond_weight: float = 0.0):
+                 bond_weight: float = 0.0, hidden: int = 0, seed: int = 0):
         super().__init__()
         ref = torch.as_tensor(reference)
         L = ref.shape[0]
@@ -112,10 +115,19 @@ class LinearCartesianModel(nn.Module):
         self.register_buffer("basis", None if smooth_modes is None else chain_dct_basis(L, m, ref.dtype))
         self.v_rms, self.bond_weight = float(v_rms), float(bond_weight)
         self.gamma = nn.Parameter(torch.zeros(3 * m, k, dtype=ref.dtype))
+        self.hidden, self.seed = int(hidden), int(seed)
+        if self.hidden > 0:
+            g = torch.Generator().manual_seed(self.seed)
+            self.w_in = nn.Parameter(torch.randn(self.hidden, k, generator=g, dtype=ref.dtype))
+            self.b_in = nn.Parameter(torch.randn(self.hidden, generator=g, dtype=ref.dtype))
+            self.lam = nn.Parameter(torch.zeros(3 * m, self.hidden, dtype=ref.dtype))
 
     def forward(self, v: torch.Tensor, ref_pos=None, ref_frame=None) -> torch.Tensor:
         """``v (n, k)`` → positions ``(n, L, 3)`` Å (anchors are not used: positions are absolute)."""
-        d = (v / self.v_rms) @ self.gamma.T  # (n, 3m)
+        u = v / self.v_rms
+        d = u @ self.gamma.T  # (n, 3m)
+        if self.hidden > 0:
+            d = d + torch.tanh(u @ self.w_in.T + self.b_in) @ self.lam.T
         if self.basis is not None:
             d = d @ self.basis.T
         return self.x0 + d.reshape(v.shape[0], *self.x0.shape)
@@ -128,17 +140,22 @@ class LinearCartesianModel(nn.Module):
         return self.bond_weight * ((d - self.bonds) ** 2).mean()
 
 
-def refine_cartesian(model: LinearCartesianModel, smooth_modes: int) -> LinearCartesianModel:
+def refine_cartesian(model: CartesianModel, smooth_modes: int) -> CartesianModel:
     """A model with ``smooth_modes`` cosines (more than ``model``'s) that starts where ``model`` is: the
     cosine basis is nested (its first ``3m`` columns are the basis of ``m`` cosines), so the coarse
     coefficients carry over and the new ones start at zero. Coarse first, then fine: measured on AdK from
     the images alone, 20 then 60 cosines reach 1.66 Å where 40 from the start wander to 3.9 Å."""
-    x0 = model.x0
-    fine = LinearCartesianModel(x0, model.gamma.shape[1], model.v_rms, smooth_modes, model.bond_weight)
-    if fine.gamma.shape[0] < model.gamma.shape[0]:
+    fine = CartesianModel(model.x0, model.gamma.shape[1], model.v_rms, smooth_modes, model.bond_weight,
+                          model.hidden, model.seed)
+    rows = model.gamma.shape[0]
+    if fine.gamma.shape[0] < rows:
         raise ValueError("the refined model needs at least as many cosines as the coarse one")
     with torch.no_grad():
-        fine.gamma[:model.gamma.shape[0]] = model.gamma
+        fine.gamma[:rows] = model.gamma
+        if model.hidden > 0:
+            fine.w_in.copy_(model.w_in)
+            fine.b_in.copy_(model.b_in)
+            fine.lam[:rows] = model.lam
     return fine
 
 

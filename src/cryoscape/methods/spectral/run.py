@@ -23,7 +23,7 @@ from ...io.errors import InputError
 from ...structure.chain import chain_to_internal
 from .features import oracle_maps
 from .graph import spectral_embedding
-from .model import FitConfig, LinearAngleModel, LinearCartesianModel, fit_model, refine_cartesian
+from .model import FitConfig, LinearAngleModel, CartesianModel, fit_model, refine_cartesian
 
 __all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain"]
 
@@ -35,8 +35,10 @@ class SpectralConfig:
     """Options: the feature source, eigenvectors ``k``, the model (``model`` "angles", the paper's, with
     ``bias`` and ``bonds`` "constant" or "given"; or "cartesian", positions linear in the eigenvectors
     within ``smooth_modes`` cosines along the chain, then optionally refitted with ``refine_modes``
-    cosines at ``refine_lr`` times the step), the test fraction, the feature sources' grids, and the training (``fit``, a
-    :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
+    cosines at ``refine_lr`` times the step; ``hidden`` units of an optional small MLP term), the test
+    fraction, the feature sources' grids (``variability_modes``: 1 measured best on AdK, where the
+    motion is one path), and the training
+    (``fit``, a :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
     also seed the split and set the atom width)."""
 
     features: str = "images"
@@ -47,11 +49,12 @@ class SpectralConfig:
     smooth_modes: int = 20
     refine_modes: int = 0
     refine_lr: float = 0.1
+    hidden: int = 0
     test_fraction: float = 0.1
     oracle_box: int = 16
     oracle_apix: float = 6.0
     oracle_noise: float = 0.5
-    variability_modes: int = 2
+    variability_modes: int = 1
     variability_box: int = 32
     variability_resolution_A: float = 10.0
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, optimizer="adam"))
@@ -139,7 +142,8 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     offsets = -torch.as_tensor(data.origins_A)
     def new_model():
         if cfg.model == "cartesian":
-            return LinearCartesianModel(ref_t[0], cfg.k, float(v.pow(2).mean().sqrt()), cfg.smooth_modes)
+            return CartesianModel(ref_t[0], cfg.k, float(v.pow(2).mean().sqrt()), cfg.smooth_modes,
+                                  hidden=cfg.hidden, seed=cfg.fit.seed)
         return LinearAngleModel(ref, cfg.k, bias=cfg.bias)
     if cfg.model not in ("angles", "cartesian"):
         raise InputError("--model", f"must be angles or cartesian, got {cfg.model!r}")
