@@ -22,7 +22,6 @@ three (lab frame, true pose) on the test images. Usage: ``.venv/bin/python bench
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

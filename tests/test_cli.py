@@ -1,7 +1,5 @@
 """The command line: a real run from files, and bad input → one line, exit 2, nothing written."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

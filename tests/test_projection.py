@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import torch
 
 from cryoscape.geometry import euler_to_matrix, random_rotations

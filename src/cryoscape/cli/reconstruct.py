@@ -45,16 +45,13 @@ def backproject(
     from ..io.mrc import read_map
     from ..methods.backproject import BackprojectConfig, backproject as run, write_result
     from ..utils.progress import progress_bar
+    from .checks import at_least, one_of
 
     check_can_write(out, overwrite)
-    if pad < 1:
-        raise InputError("--pad", f"must be ≥ 1, got {pad}")
-    if chunk < 1:
-        raise InputError("--chunk", f"must be ≥ 1, got {chunk}")
-    if interp not in ("trilinear", "nearest"):
-        raise InputError("--interp", f"must be trilinear or nearest, got {interp!r}")
-    if not reg >= 0:
-        raise InputError("--reg", f"must be ≥ 0, got {reg}")
+    at_least("--pad", pad, 1)
+    at_least("--chunk", chunk, 1)
+    one_of("--interp", interp, ("trilinear", "nearest"))
+    at_least("--reg", reg, 0)
     data = load_particles(particles, poses, ctf, datadir, apix)
     if ind is not None:
         data = data.subset(read_indices(ind))
@@ -146,9 +143,9 @@ def downsample(
     from ..io.atomic import check_can_write
     from ..io.errors import InputError
     from ..methods.downsample import downsample_map_file, downsample_stack_file, downsample_star_file
+    from .checks import at_least
     check_can_write(out, overwrite)
-    if chunk < 1:
-        raise InputError("--chunk", f"must be ≥ 1, got {chunk}")
+    at_least("--chunk", chunk, 1)
     suffix = input_path.suffix.lower()
     if suffix == ".star":
         summary = downsample_star_file(input_path, box, out, datadir, chunk, not no_progress, overwrite)

@@ -63,6 +63,7 @@ def spectral(
     from ..data.particles import load_particles
     from ..io.atomic import check_can_write
     from ..io.errors import InputError
+    from .checks import at_least, one_of
     from ..io.models import read_model, read_structure
     from ..io.star import read_star
     from dataclasses import asdict
@@ -72,19 +73,13 @@ def spectral(
     from ..utils.progress import progress_bar
 
     check_can_write(out, overwrite)
-    if features not in ("images", "oracle"):
-        raise InputError("--features", f"must be images or oracle, got {features!r}")
-    for name, value in (("--k", k), ("--epochs", epochs)):
-        if value < 1:
-            raise InputError(name, f"must be ≥ 1, got {value}")
-    if variability_modes < 1:
-        raise InputError("--variability-modes", f"must be ≥ 1, got {variability_modes}")
-    if hidden < 0:
-        raise InputError("--hidden", f"must be ≥ 0, got {hidden}")
-    if models_format not in ("pdb", "dcd"):
-        raise InputError("--models-format", f"must be pdb or dcd, got {models_format!r}")
-    if optimizer not in ("sgd", "adam"):
-        raise InputError("--optimizer", f"must be sgd or adam, got {optimizer!r}")
+    one_of("--features", features, ("images", "oracle"))
+    for name, value in (("--k", k), ("--epochs", epochs), ("--variability-modes", variability_modes)):
+        at_least(name, value, 1)
+    at_least("--hidden", hidden, 0)
+    at_least("--seed", seed, 0)
+    one_of("--models-format", models_format, ("pdb", "dcd"))
+    one_of("--optimizer", optimizer, ("sgd", "adam"))
     ref = read_structure(reference, topology, "ca", frames=[frame])
     coords = ref.coords[0] - ref.coords[0].mean(0)
     data = load_particles(particles, poses, ctf, datadir)
@@ -111,15 +106,12 @@ def spectral(
         lr = 1.0 if model == "cartesian" else 0.01
     if schedule is None:
         schedule = "cosine" if model == "cartesian" else "constant"
-    if schedule not in ("constant", "cosine"):
-        raise InputError("--schedule", f"must be constant or cosine, got {schedule!r}")
+    one_of("--schedule", schedule, ("constant", "cosine"))
     cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, model=model, smooth_modes=smooth_modes,
                          refine_modes=refine_modes, hidden=hidden, variability_modes=variability_modes,
                          test_fraction=test_fraction,
                          fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, sigma=sigma,
                                        seed=seed))
-    if seed < 0:
-        raise InputError("--seed", f"must be ≥ 0, got {seed}")
     stages = 2 if model == "cartesian" and refine_modes > smooth_modes else 1
     with progress_bar(epochs * stages, "training", not no_progress) as bar:
         result = run_spectral(data, coords, cfg, truth, bar)

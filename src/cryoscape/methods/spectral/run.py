@@ -13,8 +13,7 @@ chain is anchored at the given model's reference atom and frame (the frame the p
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
