@@ -1,6 +1,7 @@
 """Spectral embedding against known structure: a 1-D conformational path and a two-state mixture."""
 
 import numpy as np
+import pytest
 import torch
 
 from cryoscape.analysis.pointcloud import pointcloud_errors
@@ -85,3 +86,14 @@ def test_variability_coordinates_from_images_follow_the_path(tmp_path):
     V, _, _ = spectral_embedding(z, 3)
     frames = np.load(tmp_path / "s" / "truth" / "conformation.npy")
     assert abs(np.corrcoef(V[:, 1].numpy(), frames)[0, 1]) > 0.9
+
+
+def test_dense_lanczos_embedding_agrees_with_full_eigh(adk):
+    """The solver used for 5,000–20,000 particles (float32 dense graph, Lanczos) against ``eigh``."""
+    f, frames = _path_features(adk, n=400, seed=2)
+    Vd, lamd, sd = spectral_embedding(f, 4, method="dense")
+    Vl, laml, sl = spectral_embedding(f, 4, method="dense-lanczos")
+    assert sl == pytest.approx(sd)
+    torch.testing.assert_close(laml, lamd, atol=1e-5, rtol=0)
+    for j in range(4):  # same vectors up to float32 round-off (signs fixed by the same rule)
+        assert float((Vl[:, j] - Vd[:, j]).abs().max()) < 1e-3, j

@@ -3,10 +3,11 @@ Laplacian, and the eigenvectors of its smallest eigenvalues.
 
 ``W_ij = exp(−|f_i − f_j|² / 2σ²)`` (``W_ii = 0``), ``L = I − D^{−1/2} W D^{−1/2}`` with ``D = diag(Σ_j W_ij)``.
 The eigenvectors of the ``k`` smallest eigenvalues of ``L`` are the embedding ``v_n ∈ R^k`` (the first is
-``∝ D^{1/2} 1``, the graph's trivial mode). Dense (``torch.linalg.eigh``) for up to 5,000 particles (a few
-N² float64 arrays: laptop-sized); above,
-a k-nearest-neighbour sparse graph and Lanczos (``scipy.sparse.linalg.eigsh`` on ``D^{−1/2} W D^{−1/2}``,
-whose largest eigenvalues are ``1 − λ`` of ``L``).
+``∝ D^{1/2} 1``, the graph's trivial mode). The graph is dense up to 20,000 particles: all eigenvectors by
+``torch.linalg.eigh`` up to 5,000 (float64), and above, the ``k`` wanted ones by Lanczos
+(``scipy.sparse.linalg.eigsh`` on ``D^{−1/2} W D^{−1/2}``, whose largest eigenvalues are ``1 − λ`` of ``L``)
+on a float32 affinity (1.6 GB at 20,000; ``eigh`` would need minutes there). Above 20,000, a
+k-nearest-neighbour sparse graph and the same Lanczos solver.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding", "DENSE_LIMIT"]
+__all__ = ["gaussian_affinity", "normalized_laplacian", "spectral_embedding", "DENSE_LIMIT", "EIGH_LIMIT"]
 
-DENSE_LIMIT = 5_000
+DENSE_LIMIT = 20_000  # dense graph up to here (k-nearest-neighbour sparse above)
+EIGH_LIMIT = 5_000  # full dense eigendecomposition up to here (Lanczos above)
+_MEDIAN_PAIRS = 2_000_000  # random pairs that estimate the median distance of a large set
 
 
 def _sq_distances(f: torch.Tensor) -> torch.Tensor:
@@ -24,15 +27,24 @@ def _sq_distances(f: torch.Tensor) -> torch.Tensor:
     return (n2[:, None] + n2[None, :] - 2 * f @ f.T).clamp_min(0)
 
 
-def gaussian_affinity(features: torch.Tensor, sigma: float | None = None) -> tuple[torch.Tensor, float]:
-    """Dense ``(N, N)`` Gaussian kernel with a zero diagonal; ``sigma`` defaults to the median
-    pairwise distance. Returns ``(W, sigma)``."""
+def gaussian_affinity(features: torch.Tensor, sigma: float | None = None,
+                      dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, float]:
+    """Dense ``(N, N)`` Gaussian kernel with a zero diagonal, in ``dtype``; ``sigma`` defaults to the median
+    pairwise distance (exact up to :data:`EIGH_LIMIT` particles, else over 2 million random pairs, seeded).
+    Returns ``(W, sigma)``."""
     f = features.reshape(features.shape[0], -1).to(torch.float64)
-    d2 = _sq_distances(f)
+    N = len(f)
     if sigma is None:
-        iu = torch.triu_indices(len(f), len(f), 1)
-        sigma = float(d2[iu[0], iu[1]].sqrt().median())
-    W = torch.exp(-d2 / (2 * sigma ** 2))
+        if N <= EIGH_LIMIT:
+            iu = torch.triu_indices(N, N, 1)
+            i, j = iu[0], iu[1]
+        else:
+            g = torch.Generator().manual_seed(0)
+            i, j = torch.randint(0, N, (2, _MEDIAN_PAIRS), generator=g)
+            i, j = i[i != j], j[i != j]
+        sigma = float((f[i] - f[j]).norm(dim=-1).median())
+    W = _sq_distances(f.to(dtype))
+    W.mul_(-1 / (2 * sigma ** 2)).exp_()  # in place: one N² array
     W.fill_diagonal_(0)
     return W, sigma
 
@@ -50,7 +62,8 @@ def spectral_embedding(features: torch.Tensor, k: int, sigma: float | None = Non
     Args:
         features: ``(N, ...)`` per-particle features (flattened). k: number of eigenvectors.
         sigma: kernel width (default: median pairwise distance, or of the neighbour distances when sparse).
-        method: "dense", "knn" or "auto" (dense up to :data:`DENSE_LIMIT` particles).
+        method: "dense" (every eigenvector by ``eigh``), "dense-lanczos", "knn" or "auto" (dense up to
+            :data:`EIGH_LIMIT` particles, dense-lanczos up to :data:`DENSE_LIMIT`, knn above).
         n_neighbors: neighbours per particle in the sparse graph (symmetrised).
     Returns:
         ``(V (N, k), eigenvalues (k,), sigma)``; columns have unit norm, signs fixed so that each column's
@@ -60,11 +73,16 @@ def spectral_embedding(features: torch.Tensor, k: int, sigma: float | None = Non
     if not 1 <= k < N:
         raise ValueError(f"k must be in 1..{N - 1}, got {k}")
     if method == "auto":
-        method = "dense" if N <= DENSE_LIMIT else "knn"
+        method = "dense" if N <= EIGH_LIMIT else "dense-lanczos" if N <= DENSE_LIMIT else "knn"
     if method == "dense":
         W, sigma = gaussian_affinity(features, sigma)
         evals, evecs = torch.linalg.eigh(normalized_laplacian(W))
         V, lam = evecs[:, :k], evals[:k]
+    elif method == "dense-lanczos":
+        W, sigma = gaussian_affinity(features, sigma, torch.float32)
+        dinv = W.sum(1, dtype=torch.float64).clamp_min(1e-300).rsqrt().to(W.dtype)
+        W.mul_(dinv[:, None]).mul_(dinv[None, :])  # D^{-1/2} W D^{-1/2}, in place
+        V, lam = _top_eigenvectors(W.numpy(), k)
     elif method == "knn":
         V, lam, sigma = _knn_embedding(features, k, sigma, n_neighbors)
     else:
@@ -76,7 +94,6 @@ def spectral_embedding(features: torch.Tensor, k: int, sigma: float | None = Non
 
 def _knn_embedding(features: torch.Tensor, k: int, sigma: float | None, n_neighbors: int):
     from scipy.sparse import csr_matrix, diags
-    from scipy.sparse.linalg import eigsh
     f = features.reshape(features.shape[0], -1).to(torch.float64)
     N = len(f)
     rows, cols, d2s = [], [], []
@@ -94,7 +111,14 @@ def _knn_embedding(features: torch.Tensor, k: int, sigma: float | None, n_neighb
     W = csr_matrix((np.exp(-d2 / (2 * sigma ** 2)), (r, c)), shape=(N, N))
     W = W.maximum(W.T)
     dinv = diags(1 / np.sqrt(np.asarray(W.sum(1)).ravel()))
-    M = dinv @ W @ dinv
-    evals, evecs = eigsh(M, k=k, which="LA", v0=np.ones(N))
+    V, lam = _top_eigenvectors(dinv @ W @ dinv, k)
+    return V, lam, sigma
+
+
+def _top_eigenvectors(M, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lanczos: the ``k`` largest eigenpairs of the normalised affinity ``M`` (dense array or sparse) →
+    ``(V (N, k) float64, λ = 1 − eigenvalue (k,))``, i.e. the smallest of the Laplacian, in order."""
+    from scipy.sparse.linalg import eigsh
+    evals, evecs = eigsh(M, k=k, which="LA", v0=np.ones(M.shape[0], dtype=M.dtype))
     order = np.argsort(-evals)
-    return torch.as_tensor(evecs[:, order]), torch.as_tensor(1 - evals[order]), sigma
+    return torch.as_tensor(evecs[:, order], dtype=torch.float64), torch.as_tensor(1 - evals[order], dtype=torch.float64)
