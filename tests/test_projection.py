@@ -104,3 +104,18 @@ def test_renderer_gradients_wrt_coordinates_and_pose():
         return torch.view_as_real(project_atoms_fourier(c, euler_to_matrix(e.detach()), 1.5, 12, 1.0))
 
     assert torch.autograd.gradcheck(ff, (coords,))
+
+
+def test_phase_ramp_separable_and_general_paths_agree():
+    """On a meshgrid the ramp is built as an outer product; on any other grid element by element. Both
+    must equal exp(−2πi (kx tx + ky ty))."""
+    from cryoscape.physics import phase_ramp, rfreq_grid_2d
+    ky, kx = rfreq_grid_2d(16, 1.3, dtype=torch.float64)
+    shifts = torch.tensor([[0.7, -2.1], [3.3, 0.4]], dtype=torch.float64)
+    direct = torch.exp(-2j * math.pi * (kx[None] * shifts[:, 0, None, None] + ky[None] * shifts[:, 1, None, None]))
+    torch.testing.assert_close(phase_ramp(kx, ky, shifts), direct, atol=1e-12, rtol=0)
+    # a grid that is not a meshgrid (rotated frequencies) takes the general path
+    c, s = math.cos(0.3), math.sin(0.3)
+    kxr, kyr = c * kx - s * ky, s * kx + c * ky
+    direct = torch.exp(-2j * math.pi * (kxr[None] * shifts[:, 0, None, None] + kyr[None] * shifts[:, 1, None, None]))
+    torch.testing.assert_close(phase_ramp(kxr, kyr, shifts), direct, atol=1e-12, rtol=0)

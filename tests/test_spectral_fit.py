@@ -165,3 +165,28 @@ def test_cartesian_model_mlp_term_starts_linear_and_fits_a_bend():
         with torch.no_grad():
             errors[hidden] = float(((m(s) - target) ** 2).mean().sqrt())
     assert errors[16] < 0.05 < 0.2 < errors[0], errors
+
+
+def test_cosine_schedule_steps(adk):
+    """Cosine schedule: epoch e of E steps with lr·½(1 + cos(π (e−1)/E)); with one epoch it is the constant
+    schedule, with more it takes smaller steps (so different parameters); unknown names are refused."""
+    from cryoscape.methods.spectral import CartesianModel
+    x0 = torch.as_tensor(adk.coords[0] - adk.coords[0].mean(0))
+    g = torch.Generator().manual_seed(6)
+    N, D, apix = 12, 24, 4.0
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64)
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.zeros(N, 2, dtype=torch.float64)
+    with torch.no_grad():
+        images = render_particles(x0 + s[:, :, None] * 2.0, R, offsets, None, 3.0, D, apix)
+
+    def fit(schedule, epochs):
+        m = CartesianModel(x0, 1, 1.0, smooth_modes=4)
+        fit_model(m, s, images, R, offsets, None, D, apix,
+                  FitConfig(epochs=epochs, batch_size=N, lr=0.1, optimizer="sgd", momentum=0.0, schedule=schedule))
+        return m.gamma.detach().clone()
+
+    torch.testing.assert_close(fit("cosine", 1), fit("constant", 1))
+    assert not torch.allclose(fit("cosine", 3), fit("constant", 3))
+    with pytest.raises(ValueError):
+        fit("linear", 1)
