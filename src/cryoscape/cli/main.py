@@ -10,6 +10,7 @@ import typer
 from . import reconstruct as _reconstruct
 from . import simulate as _simulate
 from . import spectral as _spectral
+from . import vae as _vae
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
@@ -19,6 +20,9 @@ app.command("backproject")(_reconstruct.backproject)
 app.command("fsc")(_reconstruct.fsc_cmd)
 app.command("downsample")(_reconstruct.downsample)
 app.command("spectral")(_spectral.spectral)
+app.command("train-vae")(_vae.train_vae_cmd)
+app.command("eval-vol")(_vae.eval_vol)
+app.command("analyze")(_vae.analyze)
 
 
 def _print_version(value: bool):
