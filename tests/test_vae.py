@@ -62,7 +62,7 @@ def test_slices_follow_the_projection_convention():
     torch.manual_seed(3)
     D = 32
     model = build_model(D, VAEConfig(zdim=0, dec_dim=32, dec_layers=2, pe_dim=4, pe_type="gaussian",
-                                     pe_sigma=0.02, output="hartley"))
+                                     pe_sigma=0.5, output="hartley"))
     vol = torch.from_numpy(decode_volumes(model, np.zeros((1, 0)))[0]).to(torch.float64)
     R = random_rotations(4, generator=torch.Generator().manual_seed(0)).to(torch.float64)
     proj = FourierSliceProjector(vol, apix=1.0, pad=2).project_fourier(R)  # (4, D, D//2+1)
@@ -73,7 +73,7 @@ def test_slices_follow_the_projection_convention():
         got = model.slices(R.float(), torch.zeros(4, 0), pts.plane[inner])
     got = torch.complex(got[..., 0], got[..., 1]).to(expected.dtype)
     err = (got - expected).abs().norm() / expected.abs().norm()
-    assert err < 0.1, float(err)  # measured 0.04 (ReLU kinks); the transposed pose gives 0.98
+    assert err < 0.1, float(err)  # measured 0.04 (ReLU kinks); the transposed pose gives 0.91
 
 
 def test_decoder_outputs_are_hermitian():

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from . import filter as _filter
 from . import reconstruct as _reconstruct
 from . import simulate as _simulate
 from . import spectral as _spectral
@@ -23,6 +24,7 @@ app.command("spectral")(_spectral.spectral)
 app.command("train-vae")(_vae.train_vae_cmd)
 app.command("eval-vol")(_vae.eval_vol)
 app.command("analyze")(_vae.analyze)
+app.command("filter")(_filter.filter_cmd)
 
 
 def _print_version(value: bool):

@@ -45,9 +45,9 @@ def train_vae_cmd(
     zdim: int = typer.Option(8, "--zdim", help="Latent dimension."),
     epochs: int = typer.Option(20, "-n", "--epochs", help="Epochs (passes over the data)."),
     enc_dim: int = typer.Option(256, "--enc-dim", help="Encoder width."),
-    enc_layers: int = typer.Option(3, "--enc-layers", help="Encoder hidden layers."),
+    enc_layers: int = typer.Option(3, "--enc-layers", help="Encoder residual hidden layers (counted as cryoDRGN does)."),
     dec_dim: int = typer.Option(256, "--dec-dim", help="Decoder width."),
-    dec_layers: int = typer.Option(3, "--dec-layers", help="Decoder hidden layers."),
+    dec_layers: int = typer.Option(3, "--dec-layers", help="Decoder residual hidden layers (counted as cryoDRGN does)."),
     encoder: str = typer.Option("mlp", "--encoder", help="mlp (on the pixels inside the circle) or cnn."),
     pe_type: str = typer.Option("geom", "--pe-type", help="Positional encoding: geom (geometric frequencies, "
                                 "as cryoDRGN) or gaussian (random Fourier features)."),

@@ -6,9 +6,10 @@ Per image ``I`` with RELION origin shift ``t`` (Å; the shift that centres the p
 - ``Y(k) = DFT[I](k) · exp(−2πi k·t)``: the transform of the centred image (``rfft`` half plane), kept at
   the ``P`` frequencies ``|k| < D/2`` (pixels of ``1/(D apix)``) and divided by one global scale so that
   ``mean |Y|² = 1``;
-- encoder input: the centred image in real space, ``IDFT[Y]``, its pixels inside the circle of radius
-  ``D/2`` (MLP encoder) or the whole image with the outside set to zero (CNN encoder), normalised to zero
-  mean and unit variance with global constants;
+- encoder input: the centred, phase-flipped image in real space, ``IDFT[Y · sign CTF]`` (the flip undoes
+  the CTF's sign changes, so images of one conformation look alike whatever their defocus; as cryoDRGN
+  does), its pixels inside the circle of radius ``D/2`` (MLP encoder) or the whole image with the outside
+  set to zero (CNN encoder), normalised to zero mean and unit variance with global constants;
 - ``CTF(k)`` at the same frequencies (ones without a CTF) and the pose ``R``.
 
 Friedel weights: a point of the half plane with ``kx > 0`` stands for itself and its mirror ``−k``, one with
@@ -122,18 +123,24 @@ class ParticleSource:
         shifts = torch.as_tensor(self.data.origins_A[idx], dtype=torch.float32)
         return rfft2_centered(img) * phase_ramp(*self._k, shifts)
 
+    def _flipped(self, f: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """``f · sign CTF`` on the whole half plane (``f`` unchanged without a CTF)."""
+        if not self.use_ctf:
+            return f
+        return f * torch.sign(ctf_from_params(self.data.ctf.subset(torch.as_tensor(idx)), *self._k))
+
     def _measure_norm(self) -> tuple[float, float, float]:
         idx = np.arange(min(len(self.data), NORM_SAMPLE))
         f = self._centred(idx)
         y = f.reshape(len(idx), -1)[:, self.points.flat]
-        x = irfft2_centered(f, self.data.D).reshape(len(idx), -1)[:, self.points.pixels]
+        x = irfft2_centered(self._flipped(f, idx), self.data.D).reshape(len(idx), -1)[:, self.points.pixels]
         return (float(y.abs().pow(2).mean().sqrt()), float(x.mean()), float(x.std()))
 
     def _prepare(self, idx: np.ndarray) -> VAEBatch:
         D, pts = self.data.D, self.points
         f = self._centred(idx)
         y = torch.view_as_real(f.reshape(len(idx), -1)[:, pts.flat] / self.norm[0]).contiguous()
-        x = (irfft2_centered(f, D).reshape(len(idx), -1) - self.norm[1]) / self.norm[2]
+        x = (irfft2_centered(self._flipped(f, idx), D).reshape(len(idx), -1) - self.norm[1]) / self.norm[2]
         if self.encoder == "cnn":
             x = (x * pts.pixels).reshape(len(idx), D, D)
         else:

@@ -10,8 +10,9 @@ with a positional encoding ``γ``:
 - ``"geom"``: ``γ(c) = [sin(ω_j c_a), cos(ω_j c_a)]`` for each axis ``a`` of ``c = q / D ∈ [−½, ½]`` and
   ``pe_dim`` geometric frequencies ``ω_j = (D/2)^(j/(pe_dim−1))``, ``j = 0 .. pe_dim − 1`` (1 to ``D/2``
   radians per unit, as cryoDRGN's ``geom_lowf``);
-- ``"gaussian"``: random Fourier features ``[sin(2π B c), cos(2π B c)]``, ``B ∈ R^{3 × pe_dim}`` drawn once
-  from ``N(0, σ²)`` with ``σ = pe_sigma`` (fixed, stored in the state dict).
+- ``"gaussian"``: random Fourier features ``[sin(c·b_j), cos(c·b_j)]`` for ``3 · pe_dim`` vectors ``b_j ∈ R³``
+  drawn once from ``N(0, (pe_sigma · D/2)²)`` per component (radians per unit of ``c``; the scale of
+  cryoDRGN's gaussian features; fixed, stored in the state dict).
 
 Outputs. A real volume has ``V̂(−q) = conj V̂(q)``. With ``output="complex"`` the network gives
 ``(Re, Im)`` on the half space ``q_z ≥ 0`` and the other half is its conjugate (``q → −q``, ``Im → −Im``):
@@ -27,8 +28,6 @@ MLPs have residual hidden layers (see :class:`MLP`), the layout cryoDRGN uses, s
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -36,18 +35,18 @@ __all__ = ["MLP", "PositionalEncoding", "FourierDecoder", "MLPEncoder", "CNNEnco
 
 
 class MLP(nn.Module):
-    """``in → h`` (ReLU), ``layers − 1`` residual blocks ``x ← x + ReLU(W x + b)`` (``h → h``), ``h → out``.
+    """``in → h`` (ReLU), then ``layers`` residual blocks ``x ← x + ReLU(W x + b)`` (``h → h``), then ``h → out``.
 
-    With ``layers`` hidden layers of width ``h`` in all (cryoDRGN's ``ResidLinearMLP(in, layers, h, out)``
-    has the same count of weights).
+    ``layers`` counts the residual ``h → h`` layers, as cryoDRGN's ``--enc-layers``/``--dec-layers`` do
+    (its ``ResidLinearMLP``), so equal options give networks of equal size: ``layers + 2`` linear maps.
     """
 
     def __init__(self, in_dim: int, hidden: int, layers: int, out_dim: int):
         super().__init__()
-        if layers < 1:
-            raise ValueError("an MLP needs at least one hidden layer")
+        if layers < 0:
+            raise ValueError("layers must be ≥ 0")
         self.first = nn.Linear(in_dim, hidden)
-        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
+        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.last = nn.Linear(hidden, out_dim)
 
     def hidden(self, h: torch.Tensor) -> torch.Tensor:
@@ -74,7 +73,7 @@ class PositionalEncoding(nn.Module):
                 freqs[a, a * pe_dim:(a + 1) * pe_dim] = w
         elif kind == "gaussian":
             g = torch.Generator().manual_seed(seed)
-            freqs = 2 * math.pi * sigma * D * torch.randn(3, 3 * pe_dim, generator=g, dtype=torch.float64)
+            freqs = (sigma * D / 2) * torch.randn(3, 3 * pe_dim, generator=g, dtype=torch.float64)
         else:
             raise ValueError(f"unknown positional encoding {kind!r} (geom or gaussian)")
         self.kind, self.out_dim = kind, 6 * pe_dim

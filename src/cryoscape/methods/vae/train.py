@@ -29,8 +29,8 @@ IN_MEMORY_LIMIT_BYTES = 4e9
 
 @dataclass
 class VAEConfig:
-    """Options. Network: ``zdim``; encoder ``encoder`` ("mlp" or "cnn") ``enc_layers`` × ``enc_dim``;
-    decoder ``dec_layers`` × ``dec_dim`` with positional encoding ``pe_type`` ("geom" or "gaussian",
+    """Options. Network: ``zdim``; encoder ``encoder`` ("mlp" or "cnn") ``enc_dim`` wide with ``enc_layers``
+    residual layers; decoder ``dec_dim`` wide with ``dec_layers`` (layers counted as cryoDRGN does) with positional encoding ``pe_type`` ("geom" or "gaussian",
     ``pe_dim`` frequencies per axis, default ``D/2``; ``pe_sigma`` for "gaussian") and ``output``
     ("complex" or "hartley"). Training: ``epochs``, ``batch_size``, Adam ``lr``, ``beta`` (KL weight;
     default ``1/zdim``), ``seed``, ``in_memory`` (None: when the prepared data take under 4 GB), ``chunk``
@@ -70,8 +70,8 @@ class VAEConfig:
         """Raise :class:`InputError` naming the CLI option of the first bad value."""
         from ...cli.checks import at_least, one_of
         for name, v, lo in (("--zdim", self.zdim, 0), ("--enc-dim", self.enc_dim, 1),
-                            ("--enc-layers", self.enc_layers, 1), ("--dec-dim", self.dec_dim, 1),
-                            ("--dec-layers", self.dec_layers, 1), ("--epochs", self.epochs, 1),
+                            ("--enc-layers", self.enc_layers, 0), ("--dec-dim", self.dec_dim, 1),
+                            ("--dec-layers", self.dec_layers, 0), ("--epochs", self.epochs, 1),
                             ("--batch-size", self.batch_size, 1), ("--chunk", self.chunk, 1),
                             ("--seed", self.seed, 0)):
             at_least(name, v, lo)
