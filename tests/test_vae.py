@@ -90,20 +90,20 @@ def test_decoder_outputs_are_hermitian():
 
 
 @pytest.fixture(scope="module")
-def two_states(tmp_path_factory):
-    """1,000 images at SNR 0.1 of two clearly different states (balanced), 32 px."""
-    a = _blob(1, spread=6.0)
-    b = a.copy()
-    b[: len(b) // 2] += np.array([8.0, 0.0, 0.0])  # half the atoms moved by 8 Å
+def two_states(tmp_path_factory, adk):
+    """1,000 images at SNR 0.1 of AdK closed (frame 0) and open (frame 101), balanced, 32 px at 4 Å.
+
+    (A rigid shift of a group of atoms is a poor test: seen along the shift, both states project alike.)"""
     folder = tmp_path_factory.mktemp("vae") / "two"
-    cfg = SimulationConfig(n_images=1000, box=32, apix=3.0, snr=0.1, sigma=3.0, shift_max_A=3.0, seed=2,
+    cfg = SimulationConfig(n_images=1000, box=32, apix=4.0, snr=0.1, sigma=3.0, shift_max_A=3.0, seed=2,
                            sampling="balanced")
-    simulate_to_folder(folder, AtomSource(np.stack([a, b]), 3.0), cfg, show_progress=False, previews=False)
+    coords = np.stack([adk.coords[0], adk.coords[-1]])
+    simulate_to_folder(folder, AtomSource(coords, 3.0), cfg, show_progress=False, previews=False)
     return folder
 
 
-@pytest.mark.slow
 def test_latent_separates_two_states(two_states):
+    """Measured: 0.976, 0.984 and 0.977 for seeds 0, 1, 2 (8 epochs, ~8 s)."""
     data = load_particles(two_states / "particles.star")
     state = np.load(two_states / "truth" / "conformation.npy")
     cfg = VAEConfig(zdim=2, enc_dim=64, dec_dim=64, epochs=8, batch_size=16, lr=1e-3)
@@ -199,3 +199,24 @@ def test_cli_train_eval_analyze_and_bad_input(homogeneous, tmp_path, capsys):
         pickle.dump((np.tile(np.eye(3), (5, 1, 1)), np.zeros((5, 2))), f)
     fails(["train-vae", star, "--poses", str(bad_poses), "-o", str(tmp_path / "r2"), *opts], "5 poses")
     assert not (tmp_path / "r2").exists()
+
+
+def test_nan_image_is_refused_before_anything_is_written(homogeneous, tmp_path, capsys):
+    import shutil
+
+    from cryoscape.io.mrc import read_stack, write_stack
+    src = homogeneous[0]
+    folder = tmp_path / "nan"
+    shutil.copytree(src, folder)
+    stack, apix = read_stack(folder / "particles.mrcs", mmap=False)
+    stack = np.array(stack)
+    stack[5, 3, 3] = np.nan
+    (folder / "particles.mrcs").unlink()
+    write_stack(folder / "particles.mrcs", stack, apix)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["train-vae", str(folder / "particles.star"), "-o", str(run), "--zdim", "1", "--enc-dim", "8",
+              "--dec-dim", "8", "-n", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "particles.mrcs" in err and "NaN" in err and err.count("\n") == 1, err
+    assert not run.exists()

@@ -49,22 +49,23 @@ def train_vae_cmd(
     dec_dim: int = typer.Option(256, "--dec-dim", help="Decoder width."),
     dec_layers: int = typer.Option(3, "--dec-layers", help="Decoder residual hidden layers (counted as cryoDRGN does)."),
     encoder: str = typer.Option("mlp", "--encoder", help="mlp (on the pixels inside the circle) or cnn."),
-    pe_type: str = typer.Option("geom", "--pe-type", help="Positional encoding: geom (geometric frequencies, "
-                                "as cryoDRGN) or gaussian (random Fourier features)."),
+    pe_type: str = typer.Option("gaussian", "--pe-type", help="Positional encoding: gaussian (random Fourier "
+                                "features; measured better) or geom (geometric frequencies per axis)."),
     pe_dim: Optional[int] = typer.Option(None, "--pe-dim", help="Frequencies per axis (default: box / 2)."),
     pe_sigma: float = typer.Option(0.5, "--pe-sigma", help="Width of the gaussian features (× box)."),
     output: str = typer.Option("complex", "--output", help="Decoder output: complex (real, imaginary; half "
                                "space) or hartley (one value; two evaluations per frequency)."),
-    batch_size: int = typer.Option(8, "-b", "--batch-size", help="Images per step."),
-    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
+    batch_size: int = typer.Option(16, "-b", "--batch-size", help="Images per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
     beta: Optional[float] = typer.Option(None, "--beta", help="KL weight (default 1/zdim)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, shuffling and sampling."),
     lazy: bool = typer.Option(False, "--lazy", help="Read images chunk by chunk each epoch instead of keeping "
                               "them in memory (the default when they would take over 4 GB)."),
     chunk: int = typer.Option(1024, "--chunk", help="Images read at a time when lazy."),
     no_ctf: bool = typer.Option(False, "--no-ctf", help="Ignore the CTF."),
-    bf16: bool = typer.Option(False, "--bf16", help="Decoder in bfloat16 (about 2× faster on CPUs with "
-                              "AVX-512 BF16; see docs/benchmarks.md for its accuracy)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Decoder products in bfloat16 (default: "
+                                        "on where the CPU has bfloat16 hardware; 1.5–2.3× faster, same accuracy "
+                                        "measured; docs/benchmarks.md)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run folder and start afresh."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ):
@@ -83,6 +84,7 @@ def train_vae_cmd(
     data = load_particles(particles, poses, ctf, datadir, apix)
     if ind is not None:
         data = data.subset(read_indices(ind))
+    created = not out.exists()
     resuming = _prepare_run_folder(out, overwrite)
     log = run_logger(out, "cryoscape.vae", "run.log")
     log.info("%s %d particles from %s, %d px, %.4g Å/px", "resuming:" if resuming else "training:", len(data),
@@ -90,6 +92,13 @@ def train_vae_cmd(
     try:
         with progress_bar(len(data) * epochs, "training", not no_progress) as bar:
             result = train_vae(data, cfg, out, bar, log)
+    except BaseException:
+        close_logger(log)
+        if created and not (out / "checkpoint.pt").exists():  # failed before the first epoch ended:
+            import shutil                                     # leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
         config = {"command": "train-vae", "particles": str(particles), "poses": poses, "ctf": ctf,
                   "datadir": datadir, "ind": ind, "apix": data.apix, "box": data.D, **cfg.__dict__}
         summary = write_training_outputs(out, result, config)
@@ -219,7 +228,6 @@ def analyze(
     with atomic_dir(out, overwrite) as tmp:
         proj, comps, ratio, _ = pca(zs)
         summary["pca_explained_variance_ratio"] = [float(r) for r in ratio]
-        np.save(tmp / "z_pca.npy", proj.astype(np.float32))
         labels, centres = run_kmeans(zs, k, seed)
         idx = nearest_to(zs, centres)
         np.save(tmp / "kmeans_labels.npy", labels)
@@ -227,6 +235,7 @@ def analyze(
         np.savetxt(tmp / "kmeans_centres_z.txt", zs[idx], fmt="%.6g")
         summary["kmeans_sizes"] = np.bincount(labels, minlength=k).tolist()
         p2 = proj[:, :2] if proj.shape[1] > 1 else np.column_stack([proj[:, 0], np.zeros(len(proj))])
+        np.save(tmp / "z_pca.npy", p2.astype(np.float32))  # (N, 2): PC1, PC2, for plots and `filter --embedding`
         latent_scatter(tmp / "z_pca.png", p2, clusters=labels, centres=p2[idx], xlabel="PC1", ylabel="PC2")
         latent_density(tmp / "z_pca_density.png", p2, xlabel="PC1", ylabel="PC2")
         if umap and zs.shape[1] > 1:
