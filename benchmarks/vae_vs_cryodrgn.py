@@ -49,6 +49,7 @@ from cryoscape.io.mrc import read_map  # noqa: E402
 from cryoscape.methods.backproject import BackprojectConfig, backproject  # noqa: E402
 from cryoscape.methods.vae import VAEConfig, decode_volumes, train_vae  # noqa: E402
 from cryoscape.physics import atoms_to_volume  # noqa: E402
+from cryoscape.utils.hardware import native_bf16  # noqa: E402
 
 D, APIX, SIGMA = 64, 2.0, 3.0
 
@@ -78,10 +79,11 @@ def true_maps(folder: Path) -> np.ndarray:
 
 
 def ceiling(data, state: np.ndarray, truth: np.ndarray, sample: np.ndarray, states: np.ndarray) -> dict:
-    """Per-state backprojection with the true labels (cryoscape backproject, constant regulariser, no
-    half maps): the per-image value of each sampled image is its state's; the per-state mean over ``states``."""
+    """Per-state backprojection with the true labels (cryoscape backproject with its Wiener filter from the
+    half-map FSC, the best of its regularisers on 50 noisy images): the per-image value of each sampled
+    image is its state's; the per-state mean over ``states``."""
     aucs = {}
-    cfg = BackprojectConfig(half_maps=False)
+    cfg = BackprojectConfig(wiener=True)
     for s in np.unique(state):
         vol = backproject(data.subset(np.nonzero(state == s)[0]), cfg).volume
         aucs[int(s)] = map_auc(vol, truth[s])
@@ -132,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--snr", type=float, nargs="+", default=[0.1, 0.01])
     ap.add_argument("--per-frame", type=int, default=50, help="images per frame (102 frames)")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--dim", type=int, default=128, help="encoder and decoder width")
     ap.add_argument("--layers", type=int, default=3, help="residual hidden layers of both networks")
     ap.add_argument("--zdim", type=int, default=8)
@@ -140,7 +142,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="cryoscape's Adam step (default: its default)")
     ap.add_argument("--peer-lr", type=float, default=1e-4, help="cryoDRGN's Adam step (default: its default)")
     ap.add_argument("--pe-type", default="gaussian")
-    ap.add_argument("--bf16", action="store_true", help="cryoscape's decoder in bfloat16")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                    help="cryoscape's decoder products in bfloat16 (auto: its default, on where the CPU has it)")
     ap.add_argument("--n-eval", type=int, default=50, help="images sampled for the per-image FSC-AUC")
     ap.add_argument("--state-stride", type=int, default=3, help="per-state FSC-AUC on every k-th of the 102 "
                     "states (cryoDRGN decodes a 64³ map in ~6 s)")
@@ -152,11 +155,12 @@ def main() -> None:
     if not a.no_peer and not use_peer:
         print("cryoDRGN not found in .venv-peers/cryodrgn: measuring cryoscape alone")
     cfg = VAEConfig(zdim=a.zdim, enc_dim=a.dim, enc_layers=a.layers, dec_dim=a.dim, dec_layers=a.layers,
-                    pe_type=a.pe_type, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, bf16=a.bf16,
+                    pe_type=a.pe_type, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
+                    bf16={"auto": None, "on": True, "off": False}[a.bf16],
                     **({} if a.lr is None else {"lr": a.lr}))
     print(f"networks: {a.dim} wide, {a.layers} residual layers, zdim {a.zdim}; {a.epochs} epochs, batch "
           f"{a.batch_size}, Adam lr {cfg.lr} (cryoscape) / {a.peer_lr} (cryoDRGN), pe {a.pe_type}"
-          f"{', bf16 decoder' if a.bf16 else ''}; threads {torch.get_num_threads()}")
+          f", bf16 {a.bf16} (this CPU has it: {native_bf16()}); threads {torch.get_num_threads()}")
     fig, t0 = {}, time.perf_counter()
     for snr in a.snr:
         tag = f"snr{snr:g}"

@@ -102,10 +102,10 @@ class FourierDecoder(nn.Module):
         pe = self.pe(q / self.D)
         w = self.mlp.first.weight
         h = pe @ w[:, : self.pe.out_dim].T
-        if self.zdim:
-            h = h + (z @ w[:, self.pe.out_dim:].T + self.mlp.first.bias)[:, None, :]
-        else:
-            h = h + self.mlp.first.bias
+        per_image = self.mlp.first.bias if not self.zdim else z @ w[:, self.pe.out_dim:].T + self.mlp.first.bias
+        # In the same dtype as h (bfloat16 under autocast): a float32 term would promote every later
+        # elementwise step to float32 and cost a conversion per layer.
+        h = h + per_image.to(h.dtype).reshape(-1, 1, h.shape[-1])
         return self.mlp.hidden(h)
 
     def forward(self, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
