@@ -159,7 +159,8 @@ def main() -> None:
                     bf16={"auto": None, "on": True, "off": False}[a.bf16],
                     **({} if a.lr is None else {"lr": a.lr}))
     print(f"networks: {a.dim} wide, {a.layers} residual layers, zdim {a.zdim}; {a.epochs} epochs, batch "
-          f"{a.batch_size}, Adam lr {cfg.lr} (cryoscape) / {a.peer_lr} (cryoDRGN), pe {a.pe_type}"
+          f"{a.batch_size}, Adam lr {cfg.lr} with {cfg.schedule} steps (cryoscape) / {a.peer_lr} constant "
+          f"(cryoDRGN), pe {a.pe_type}"
           f", bf16 {a.bf16} (this CPU has it: {native_bf16()}); threads {torch.get_num_threads()}")
     fig, t0 = {}, time.perf_counter()
     for snr in a.snr:

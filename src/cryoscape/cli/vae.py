@@ -56,7 +56,9 @@ def train_vae_cmd(
     output: str = typer.Option("complex", "--output", help="Decoder output: complex (real, imaginary; half "
                                "space) or hartley (one value; two evaluations per frequency)."),
     batch_size: int = typer.Option(16, "-b", "--batch-size", help="Images per step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (of the first epoch with --schedule cosine)."),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine (the step falls to 0 by the last epoch) or "
+                                 "constant."),
     beta: Optional[float] = typer.Option(None, "--beta", help="KL weight (default 1/zdim)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, shuffling and sampling."),
     lazy: bool = typer.Option(False, "--lazy", help="Read images chunk by chunk each epoch instead of keeping "
@@ -79,7 +81,8 @@ def train_vae_cmd(
     cfg = VAEConfig(zdim=zdim, enc_dim=enc_dim, enc_layers=enc_layers, dec_dim=dec_dim, dec_layers=dec_layers,
                     encoder=encoder, pe_type=pe_type, pe_dim=pe_dim, pe_sigma=pe_sigma, output=output,
                     epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, seed=seed,
-                    in_memory=False if lazy else None, chunk=chunk, use_ctf=not no_ctf, bf16=bf16)
+                    in_memory=False if lazy else None, chunk=chunk, use_ctf=not no_ctf, bf16=bf16,
+                    schedule=schedule)
     cfg.check()
     data = load_particles(particles, poses, ctf, datadir, apix)
     if ind is not None:
