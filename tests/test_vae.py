@@ -220,3 +220,14 @@ def test_nan_image_is_refused_before_anything_is_written(homogeneous, tmp_path, 
     err = capsys.readouterr().err
     assert e.value.code == 2 and "particles.mrcs" in err and "NaN" in err and err.count("\n") == 1, err
     assert not run.exists()
+
+
+def test_cosine_steps_and_cnn_encoder(homogeneous):
+    """Epoch e of E steps with lr · ½(1 + cos(π(e−1)/E)); the CNN encoder trains and gives finite latents."""
+    data = load_particles(homogeneous[0] / "particles.star").subset(np.arange(96))
+    result = train_vae(data, _small_cfg(epochs=4, encoder="cnn"))
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    np.testing.assert_allclose([h["lr"] for h in result.history], expected, rtol=1e-12)
+    assert result.z_mu.shape == (96, 2) and np.isfinite(result.z_mu).all()
+    constant = train_vae(data, _small_cfg(epochs=2, schedule="constant"))
+    assert [h["lr"] for h in constant.history] == [1e-3, 1e-3]

@@ -123,32 +123,33 @@ class ParticleSource:
         shifts = torch.as_tensor(self.data.origins_A[idx], dtype=torch.float32)
         return rfft2_centered(img) * phase_ramp(*self._k, shifts)
 
-    def _flipped(self, f: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        """``f · sign CTF`` on the whole half plane (``f`` unchanged without a CTF)."""
+    def _ctf(self, idx: np.ndarray) -> torch.Tensor | None:
+        """``(k, D, D//2+1)`` CTF of particles ``idx`` on the half plane (None without a CTF)."""
         if not self.use_ctf:
-            return f
-        return f * torch.sign(ctf_from_params(self.data.ctf.subset(torch.as_tensor(idx)), *self._k))
+            return None
+        return ctf_from_params(self.data.ctf.subset(torch.as_tensor(idx)), *self._k)
 
     def _measure_norm(self) -> tuple[float, float, float]:
         idx = np.arange(min(len(self.data), NORM_SAMPLE))
         f = self._centred(idx)
         y = f.reshape(len(idx), -1)[:, self.points.flat]
-        x = irfft2_centered(self._flipped(f, idx), self.data.D).reshape(len(idx), -1)[:, self.points.pixels]
+        c = self._ctf(idx)
+        x = irfft2_centered(f if c is None else f * torch.sign(c), self.data.D)
+        x = x.reshape(len(idx), -1)[:, self.points.pixels]
         return (float(y.abs().pow(2).mean().sqrt()), float(x.mean()), float(x.std()))
 
     def _prepare(self, idx: np.ndarray) -> VAEBatch:
         D, pts = self.data.D, self.points
         f = self._centred(idx)
         y = torch.view_as_real(f.reshape(len(idx), -1)[:, pts.flat] / self.norm[0]).contiguous()
-        x = (irfft2_centered(self._flipped(f, idx), D).reshape(len(idx), -1) - self.norm[1]) / self.norm[2]
+        c = self._ctf(idx)  # once per image: its sign flips the encoder input, its values weigh the slices
+        x = irfft2_centered(f if c is None else f * torch.sign(c), D).reshape(len(idx), -1)
+        x = (x - self.norm[1]) / self.norm[2]
         if self.encoder == "cnn":
             x = (x * pts.pixels).reshape(len(idx), D, D)
         else:
             x = x[:, pts.pixels].contiguous()
-        if self.use_ctf:
-            ctf = ctf_from_params(self.data.ctf.subset(torch.as_tensor(idx)), *self._kp).reshape(len(idx), -1)
-        else:
-            ctf = torch.ones(len(idx), pts.n_points)
+        ctf = torch.ones(len(idx), pts.n_points) if c is None else c.reshape(len(idx), -1)[:, pts.flat]
         ti = torch.as_tensor(idx)
         return VAEBatch(y, x, ctf.to(torch.float32), self.R[ti], ti)
 

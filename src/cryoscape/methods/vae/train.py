@@ -204,7 +204,7 @@ def train_vae(data: ParticleData, cfg: VAEConfig, out_dir: str | Path | None = N
         if not math.isfinite(total):
             raise FloatingPointError(f"training diverged at epoch {epoch}; lower --lr")
         wall = time.perf_counter() - t0
-        history.append({"epoch": epoch, "loss": total / n, "mse": mse_sum / n, "kl": kl_sum / n,
+        history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "loss": total / n, "mse": mse_sum / n, "kl": kl_sum / n,
                         "wall_s": wall, "images_per_s": n / wall})
         if log:
             log.info("epoch %d: loss %.6f (mse %.6f, kl %.3f), %.1f images/s", epoch, total / n, mse_sum / n,
