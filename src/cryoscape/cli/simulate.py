@@ -31,7 +31,7 @@ def parse_frames(text: str | None):
 
 
 def load_source(input_path: Path | None, topology: Path | None, atoms: str, frames, stride: int,
-                sigma: float, apix: float | None):
+                sigma: float, apix: float | None, projection: str = "auto"):
     """Build the simulator source from the inputs.
 
     Returns ``(source, frame_ids, conformations or None, info dict)``.
@@ -56,10 +56,10 @@ def load_source(input_path: Path | None, topology: Path | None, atoms: str, fram
         return MapSource(vol, a), np.zeros(1, dtype=np.int64), None, {"map": str(input_path), "apix": a}
     conf = read_structure(input_path, topology, atoms, frames, stride)
     info = {"model": str(input_path), "topology": str(topology) if topology else None, "atoms": atoms,
-            "n_frames": conf.n_frames, "n_atoms": conf.n_atoms}
+            "n_frames": conf.n_frames, "n_atoms": conf.n_atoms, "projection": projection}
     centred = conf.coords - conf.coords.mean(axis=1, keepdims=True)
     conf.coords = centred
-    return AtomSource(centred, sigma), conf.frames, conf, info
+    return AtomSource(centred, sigma, projection=projection), conf.frames, conf, info
 
 
 def simulate(
@@ -77,6 +77,9 @@ def simulate(
                                                              "or the map header)."),
     snr: float = typer.Option(0.1, "--snr", help="Signal-to-noise ratio (variance ratio); 'inf' = no noise."),
     sigma: float = typer.Option(3.0, "--sigma", help="Gaussian atom width, Å."),
+    projection: str = typer.Option("auto", "--projection", help="Atoms → image: exact (each Gaussian sampled at "
+                                   "the pixels), splat (B-spline splat + Gaussian applied in Fourier space, "
+                                   "faster; error ~3e-4 at σ = 1.5 px) or auto (splat when σ ≥ 1.5 px)."),
     defocus_min: float = typer.Option(1.0, "--defocus-min", help="Minimum defocus, µm."),
     defocus_max: float = typer.Option(2.5, "--defocus-max", help="Maximum defocus, µm."),
     astigmatism: float = typer.Option(0.0, "--astigmatism", help="ΔfU − ΔfV, µm (random azimuth)."),
@@ -98,8 +101,9 @@ def simulate(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ):
     """Simulate particle images with ground truth: projection, shift, CTF and noise."""
-    from ..data.simulate import SimulationConfig, simulate_to_folder
+    from ..data.simulate import PROJECTIONS, SimulationConfig, simulate_to_folder
     from ..io.atomic import check_can_write
+    from ..io.errors import InputError
 
     check_can_write(out, overwrite)
     cfg = SimulationConfig(
@@ -109,8 +113,10 @@ def simulate(
         phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, sampling=sampling, seed=seed, chunk=chunk,
         ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)
     cfg.validate()
+    if projection not in PROJECTIONS:
+        raise InputError("--projection", f"must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     source, frame_ids, conf, info = load_source(input_path, topology, atoms, parse_frames(frames), stride,
-                                                sigma, apix)
+                                                sigma, apix, projection)
     summary = simulate_to_folder(out, source, cfg, source_info=info, frame_ids=frame_ids, truth_models=conf,
                                  overwrite=overwrite, show_progress=not no_progress)
     typer.echo(json.dumps(summary))

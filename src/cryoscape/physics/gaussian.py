@@ -12,6 +12,17 @@ in-plane shift ``t``, and the projection is exactly
 
 with continuous Fourier transform ``P̂(k) = exp(−2π²σ²|k|²) Σ_a w_a exp(−2πi k·(p_a + t))``. Both are
 separable in x and y, so a batch is two small matrix products: no voxel grid, no interpolation.
+
+A faster route to the same transform (:func:`project_atoms_splat`) spreads each atom onto the pixel grid
+with the cubic B-spline ``β`` (4 × 4 pixels), takes one FFT and divides out the spline's transform
+``β̂(u) = sinc⁴(u)`` (``u`` in cycles/pixel) while multiplying by the Gaussian's:
+
+    P̂(k) ≈ FFT[Σ_a w_a β(· − p_a/apix)](k) · exp(−2π²σ²|k|²) / (apix² · β̂(k_x apix) β̂(k_y apix))
+
+The approximation is the spline's aliases, ``Σ_{m≠0} (u / (u + m))⁴`` relative to the signal at
+frequency ``u``, which the Gaussian damps: the relative L2 error of the image is about 3e-4 at
+``σ = 1.5`` pixels and 1e-5 at 3 pixels (tests measure it against :func:`project_atoms_real`). The image
+is periodic in the box: an atom within ~3σ of an edge wraps around, as the CTF's FFT wraps anyway.
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ import torch
 
 from .fourier import rfreq_grid_2d
 
-__all__ = ["project_atoms_real", "project_atoms_fourier", "atoms_to_volume", "rotate_atoms"]
+__all__ = ["project_atoms_real", "project_atoms_fourier", "project_atoms_splat", "splat_atoms", "splat_filter",
+           "atoms_to_volume", "rotate_atoms", "projected_xy"]
 
 
 def rotate_atoms(coords: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
@@ -37,7 +49,9 @@ def rotate_atoms(coords: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return torch.matmul(coords, R.transpose(-1, -2))
 
 
-def _projected_xy(coords, R, shifts):
+def projected_xy(coords: torch.Tensor, R: torch.Tensor,
+                 shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-plane atom positions ``(R x_a)_{x,y} + t``, Å: two ``(N, A)`` tensors ``(px, py)``."""
     p = rotate_atoms(coords.to(R.dtype), R)[..., :2]
     if shifts is not None:
         p = p + shifts.to(R.dtype)[:, None, :]
@@ -82,7 +96,7 @@ def project_atoms_real(coords: torch.Tensor, R: torch.Tensor, sigma: float, D: i
     Returns:
         ``(N, D, D)`` images in Å⁻², indexed ``[y, x]``.
     """
-    px, py = _projected_xy(coords, R, shifts)
+    px, py = projected_xy(coords, R, shifts)
     gx = _gaussian_rows(px, D, apix, sigma, truncate)  # (N, A, D)
     gy = _gaussian_rows(py, D, apix, sigma, truncate)
     if weights is not None:
@@ -103,7 +117,7 @@ def project_atoms_fourier(coords: torch.Tensor, R: torch.Tensor, sigma: float, D
     Returns:
         ``(N, D, D//2 + 1)`` complex (complex64 for float32 input).
     """
-    px, py = _projected_xy(coords, R, shifts)
+    px, py = projected_xy(coords, R, shifts)
     ky, kx = torch.fft.fftfreq(D, d=apix, dtype=R.dtype, device=R.device), \
         torch.fft.rfftfreq(D, d=apix, dtype=R.dtype, device=R.device)
     ex = torch.polar(torch.ones((), dtype=R.dtype, device=R.device).expand(1),
@@ -116,6 +130,64 @@ def project_atoms_fourier(coords: torch.Tensor, R: torch.Tensor, sigma: float, D
     kyy, kxx = rfreq_grid_2d(D, apix, dtype=R.dtype, device=R.device)
     envelope = torch.exp(-2 * math.pi ** 2 * sigma ** 2 * (kxx ** 2 + kyy ** 2)) / apix ** 2
     return f * envelope
+
+
+def cubic_bspline_weights(t: torch.Tensor) -> torch.Tensor:
+    """Weights of the nodes ``−1, 0, 1, 2`` for points at fraction ``t ∈ [0, 1)``: ``(..., 4)``, sum 1."""
+    s = 1 - t
+    t2 = t * t
+    t3 = t2 * t
+    return torch.stack([s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3], -1) / 6
+
+
+def splat_atoms(x: torch.Tensor, y: torch.Tensor, D: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Periodic cubic B-spline splat ``g[i, r, c] = Σ_a w_a β(r − y_ia) β(c − x_ia)``, indices mod ``D``.
+
+    Args:
+        x, y: ``(N, A)`` atom positions in pixels, measured from grid index 0 (any real value).
+        D: grid size. weights: ``(A,)`` atom weights (default 1).
+    Returns:
+        ``(N, D, D)`` indexed ``[row = y, column = x]``. Differentiable in ``x``, ``y`` and ``weights``.
+        (:func:`cryoscape.utils.cpu_kernels.splat_cubic_bspline` computes the same on the CPU faster.)
+    """
+    N, A = x.shape
+    fx, fy = torch.floor(x), torch.floor(y)
+    wx, wy = cubic_bspline_weights(x - fx), cubic_bspline_weights(y - fy)  # (N, A, 4)
+    if weights is not None:
+        wy = wy * weights.to(wy.dtype)[None, :, None]
+    nodes = torch.arange(-1, 3, device=x.device)
+    cx = (fx.to(torch.int64)[..., None] + nodes) % D
+    cy = (fy.to(torch.int64)[..., None] + nodes) % D
+    values = (wy[..., :, None] * wx[..., None, :]).reshape(N, -1)
+    flat = (cy[..., :, None] * D + cx[..., None, :]).reshape(N, -1)
+    grid = torch.zeros(N, D * D, dtype=x.dtype, device=x.device)
+    return grid.scatter_add(1, flat, values).reshape(N, D, D)
+
+
+def splat_filter(D: int, apix: float, sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``exp(−2π²σ²|k|²) / (apix² sinc⁴(k_x apix) sinc⁴(k_y apix))`` on the ``rfft2`` half plane ``(D, D//2+1)``."""
+    ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float64, device=device)
+    spline = torch.special.sinc(kx * apix) ** 4 * torch.special.sinc(ky * apix) ** 4
+    return (torch.exp(-2 * math.pi ** 2 * sigma ** 2 * (kx ** 2 + ky ** 2)) / (apix ** 2 * spline)).to(dtype)
+
+
+def project_atoms_splat(coords: torch.Tensor, R: torch.Tensor, sigma: float, D: int, apix: float,
+                        shifts: torch.Tensor | None = None,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Transforms of the projections on the ``rfft2`` half plane by B-spline splatting (module docstring).
+
+    Same layout and scale as :func:`project_atoms_fourier` (so ``irfft2_centered`` of it ≈
+    :func:`project_atoms_real`), at a cost of 16 additions per atom and one FFT per image. Use it when
+    ``σ ≥ 1.5`` pixels (relative error ≲ 5e-4); at 1 pixel it is ~7e-3.
+
+    Returns:
+        ``(N, D, D//2 + 1)`` complex.
+    """
+    px, py = projected_xy(coords, R, shifts)
+    # Positions in pixels from the image origin (pixel D//2): splatting at p/apix mod D places the
+    # image origin at index 0, the layout rfft2_centered makes by ifftshift, so no shift is needed.
+    grid = splat_atoms(px / apix, py / apix, D, weights)
+    return torch.fft.rfft2(grid) * splat_filter(D, apix, sigma, grid.dtype, grid.device)
 
 
 def atoms_to_volume(coords: torch.Tensor, sigma: float, D: int, apix: float,

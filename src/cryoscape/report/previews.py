@@ -10,13 +10,14 @@ import torch
 __all__ = ["simulation_previews"]
 
 
-def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: float, n_show: int = 4,
-                        gen_seed: int = 0) -> list[Path]:
+def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: float, n_show: int = 4) -> list[Path]:
     """Write ``stages.png`` (projection → after CTF → after noise, ``n_show`` particles) and ``ctf.png``.
+
+    The noisy row is the dataset's own first particles (the same noise as in ``particles.mrcs``).
 
     Returns the paths written.
     """
-    from ..data.simulate import render_images
+    from ..data.simulate import add_dataset_noise, render_images
     from ..physics.ctf import CTFParams, ctf_2d
     from ..physics.fourier import freq_grid_2d
     from .plots import new_figure, save_figure
@@ -24,8 +25,7 @@ def simulation_previews(folder: str | Path, plan, source, cfg, noise_sigma: floa
     folder.mkdir(parents=True, exist_ok=True)
     k = min(n_show, cfg.n_images)
     clean, proj = render_images(plan, source, slice(0, k), cfg.ctf, stages=True, ctf_pad=cfg.ctf_pad)
-    gen = torch.Generator().manual_seed(gen_seed)
-    noisy = clean + noise_sigma * torch.randn(clean.shape, generator=gen)
+    noisy = add_dataset_noise(clean, noise_sigma, cfg.seed, 0)
     rows = [("projection", proj), ("after CTF", clean), ("after noise", noisy)]
     fig, axes = new_figure(3, k, figsize=(2.2 * k, 6.8), squeeze=False)
     for r, (title, imgs) in enumerate(rows):
