@@ -63,10 +63,11 @@ def test_cpu_splat_kernel_equals_the_torch_splat():
     shifts = torch.rand(6, 2, generator=torch.Generator().manual_seed(2)) * 8 - 4
     weights = np.random.default_rng(3).uniform(0.5, 2, 200).astype(np.float32)
     apix, D = 1.3, 48
-    got = splat_cubic_bspline(coords, conf, R.numpy(), shifts.numpy(), apix, weights, D)
     p = torch.matmul(torch.as_tensor(coords)[conf], R.transpose(-1, -2))[..., :2] + shifts[:, None, :]
-    ref = splat_atoms(p[..., 0] / apix, p[..., 1] / apix, D, torch.as_tensor(weights))
-    np.testing.assert_allclose(got, ref.numpy(), atol=2e-5 * float(ref.abs().max()))
+    for origin in (0, D // 2):
+        got = splat_cubic_bspline(coords, conf, R.numpy(), shifts.numpy(), apix, weights, D, origin=origin)
+        ref = splat_atoms(p[..., 0] / apix + origin, p[..., 1] / apix + origin, D, torch.as_tensor(weights))
+        np.testing.assert_allclose(got, ref.numpy(), atol=2e-5 * float(ref.abs().max()))
 
 
 def test_atom_source_paths_agree_with_ctf_and_shifts():
@@ -77,6 +78,10 @@ def test_atom_source_paths_agree_with_ctf_and_shifts():
     plan = plan_simulation(cfg, exact)
     a = render_images(plan, exact, slice(0, 40)).double()
     b = render_images(plan, splat, slice(0, 40), batch=16).double()  # several batches, even box
+    assert float((a - b).norm() / a.norm()) < 1e-3
+    odd = SimulationConfig(n_images=10, box=63, apix=1.5, shift_max_A=4, seed=6)
+    plan = plan_simulation(odd, exact)
+    a, b = render_images(plan, exact, slice(0, 10)).double(), render_images(plan, splat, slice(0, 10)).double()
     assert float((a - b).norm() / a.norm()) < 1e-3
     assert AtomSource(c, 3.0).uses_splat(1.5) and not AtomSource(c, 1.0).uses_splat(1.5)
     with pytest.raises(ValueError, match="projection"):

@@ -15,6 +15,7 @@ Images are rendered and written in chunks, so memory is bounded for any number o
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 
 from ..io.errors import InputError
-from ..physics.ctf import CTFParams, ctf_from_params
-from ..physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
+from ..physics.ctf import CTFParams, ctf_from_basis, ctf_phase_basis
+from ..physics.fourier import half_box_shift_sign, irfft2_centered, rfft2_centered, rfreq_grid_2d
 from ..physics.gaussian import project_atoms_real, projected_xy, splat_atoms, splat_filter
 from ..physics.noise import RunningVariance, noise_sigma
 from ..physics.shift import phase_ramp
@@ -148,6 +149,7 @@ class AtomSource:
         self.n_conformations = c.shape[0]
         self._coords32 = None
         self._filters: dict = {}
+        self._grid = None
 
     def radius(self) -> float:
         """Largest atom distance from the centre (Å) over all frames, plus 2σ for the Gaussian tails."""
@@ -167,17 +169,29 @@ class AtomSource:
         R32, t = R.to(torch.float32), shifts.to(torch.float32)
         if not self.uses_splat(apix):
             return rfft2_centered(project_atoms_real(self._coords32[conf], R32, self.sigma, D, apix, t, w))
-        if R.device.type == "cpu":
-            from ..utils.cpu_kernels import splat_cubic_bspline
-            grid = torch.from_numpy(splat_cubic_bspline(self._coords32.numpy(), conf.numpy(), R32.numpy(),
-                                                        t.numpy(), apix, None if w is None else w.numpy(), D))
-        else:
+        if R.device.type != "cpu":
             px, py = projected_xy(self._coords32.to(R.device)[conf], R32, t)
-            grid = splat_atoms(px / apix, py / apix, D, w)
-        key = (D, apix)
+            grid = splat_atoms(px / apix, py / apix, D, w)  # image origin at index 0: the ifftshift layout
+            return torch.fft.rfft2(grid).mul_(self._filter(D, apix, R.device))
+        from ..utils.cpu_kernels import splat_cubic_bspline
+        # On the CPU the origin sits at D//2 (atoms away from the edges splat without wrapping); the
+        # ifftshift to the origin-at-0 layout is then a sign folded into the filter (even D) or a roll.
+        if self._grid is None or self._grid.shape != (len(conf), D, D):
+            self._grid = np.empty((len(conf), D, D), dtype=np.float32)  # reused: no fresh pages per batch
+        grid = torch.from_numpy(splat_cubic_bspline(self._coords32.numpy(), conf.numpy(), R32.numpy(), t.numpy(),
+                                                    apix, None if w is None else w.numpy(), D, origin=D // 2,
+                                                    out=self._grid))
+        if D % 2:
+            return torch.fft.rfft2(torch.fft.ifftshift(grid, dim=(-2, -1))).mul_(self._filter(D, apix))
+        return torch.fft.rfft2(grid).mul_(self._filter(D, apix, centred=True))
+
+    def _filter(self, D: int, apix: float, device=None, centred: bool = False) -> torch.Tensor:
+        """The splat's Fourier filter (cached), times the half-box shift sign when ``centred``."""
+        key = (D, apix, str(device), centred)
         if key not in self._filters:
-            self._filters[key] = splat_filter(D, apix, self.sigma)
-        return torch.fft.rfft2(grid).mul_(self._filters[key].to(grid.device))
+            f = splat_filter(D, apix, self.sigma, device=device)
+            self._filters[key] = f * half_box_shift_sign(D, device=device) if centred else f
+        return self._filters[key]
 
 
 class MapSource:
@@ -226,6 +240,16 @@ class SimulationPlan:
     box: int
     apix: float
     frame_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @functools.cached_property
+    def render_arrays(self) -> dict:
+        """What rendering reads per batch, converted once: ``conformation`` (int64), ``rotations`` and
+        ``offsets`` (float32 tensors), ``ctf_phase`` (``(N, 5)`` :func:`ctf_phase_coefficients`) and
+        ``bfactor`` (``(N,)``, or None when all are 0)."""
+        return {"conformation": torch.as_tensor(self.conformation, dtype=torch.int64),
+                "rotations": self.rotations.to(torch.float32),
+                "offsets": torch.as_tensor(self.offsets_A, dtype=torch.float32),
+                "ctf_phase": self.ctf.phase_coefficients(), "bfactor": self.ctf.bfactor_or_none()}
 
 
 def _auto_geometry(cfg: SimulationConfig, source) -> tuple[int, float]:
@@ -287,39 +311,51 @@ def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = 
     D, apix = plan.box, plan.apix
     batch = batch or max(8, min(256, 2 ** 19 // (D * D)))
     Dc = ctf_pad * D
-    ky, kx = rfreq_grid_2d(Dc, apix, dtype=torch.float32)
-    # For even D, fftshift after the inverse FFT is the factor (−1)^(i+j) before it: folded into the CTF.
-    centring = _centring_sign(D) if D % 2 == 0 else None
-    lo = Dc // 2 - D // 2
     start, stop, _ = index.indices(len(plan.conformation))
-    imgs, projs = [], []
+    arrays = plan.render_arrays
+    if apply_ctf:
+        # fftshift after the inverse FFT is the factor (−1)^(i+j) before it (even box, no canvas): an extra
+        # basis grid of phase π where i + j is odd (sin(χ + π) = −sin χ) with weight 1, free per image.
+        shift_sign = Dc % 2 == 0 and ctf_pad == 1
+        basis = _ctf_basis(Dc, apix, shift_sign)
+        coef = arrays["ctf_phase"][start:stop]
+        if shift_sign:
+            coef = torch.cat([coef, torch.ones(len(coef), 1)], dim=1)
+        bfactor = None if arrays["bfactor"] is None else arrays["bfactor"][start:stop]
+    lo = Dc // 2 - D // 2
+    img = torch.empty(max(0, stop - start), D, D)
+    projs = []
     for s in range(start, stop, batch):
         sl = slice(s, min(stop, s + batch))
-        f = source.render_fourier(torch.as_tensor(plan.conformation[sl]), plan.rotations[sl],
-                                  torch.as_tensor(plan.offsets_A[sl]), D, apix)
+        b = slice(s - start, sl.stop - start)
+        out = img[b]
+        f = source.render_fourier(arrays["conformation"][sl], arrays["rotations"][sl], arrays["offsets"][sl], D, apix)
         if stages:
             projs.append(irfft2_centered(f, D))
-        if apply_ctf and ctf_pad > 1:
+        if not apply_ctf:
+            out.copy_(irfft2_centered(f, D))
+            continue
+        ctf = ctf_from_basis(coef[b], basis, None if bfactor is None else bfactor[b])
+        if ctf_pad > 1:
             canvas = torch.zeros(f.shape[0], Dc, Dc)
             canvas[:, lo:lo + D, lo:lo + D] = irfft2_centered(f, D)
-            canvas = irfft2_centered(rfft2_centered(canvas) * ctf_from_params(plan.ctf.subset(sl), kx, ky), Dc)
-            imgs.append(canvas[:, lo:lo + D, lo:lo + D])
-            continue
-        if centring is None:
-            imgs.append(irfft2_centered(f * ctf_from_params(plan.ctf.subset(sl), kx, ky), D) if apply_ctf
-                        else irfft2_centered(f, D))
-            continue
-        factor = ctf_from_params(plan.ctf.subset(sl), kx, ky).mul_(centring) if apply_ctf else centring
-        imgs.append(torch.fft.irfft2(f.mul_(factor), s=(D, D)))  # f is this batch's own array
-    img = torch.cat(imgs) if imgs else torch.zeros(0, D, D)
+            out.copy_(irfft2_centered(rfft2_centered(canvas) * ctf, Dc)[:, lo:lo + D, lo:lo + D])
+        elif D % 2:
+            out.copy_(irfft2_centered(f * ctf, D))
+        else:
+            out.copy_(torch.fft.irfft2(f.mul_(ctf), s=(D, D)))  # the basis holds the fftshift; f is our own
     return (img, torch.cat(projs)) if stages else img
 
 
-def _centring_sign(D: int) -> torch.Tensor:
-    """``(−1)^(i+j)`` on the rfft half plane ``(D, D//2+1)`` of an even box: multiplying a transform by it
-    shifts the image by ``D/2`` pixels on both axes, which is ``fftshift``."""
-    i = torch.arange(D)[:, None] + torch.arange(D // 2 + 1)[None, :]
-    return (1 - 2 * (i % 2)).to(torch.float32)
+@functools.lru_cache(maxsize=8)
+def _ctf_basis(D: int, apix: float, shift_sign: bool) -> torch.Tensor:
+    """:func:`ctf_phase_basis` of the rfft half plane of a ``D`` box, plus the π-phase grid of the half-box
+    shift when ``shift_sign``: ``(5 or 6, D, D//2+1)`` float32 (read only)."""
+    ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float32)
+    basis = ctf_phase_basis(kx, ky)
+    if shift_sign:
+        basis = torch.cat([basis, math.pi * (half_box_shift_sign(D) < 0).to(basis.dtype)[None]])
+    return basis
 
 
 def _chunks(n: int, size: int):
@@ -371,8 +407,9 @@ def add_dataset_noise(images: torch.Tensor, sigma: float, seed: int, first_image
         seed: the simulation seed. first_image: dataset index of ``images[0]``.
     """
     from ..utils.cpu_kernels import add_normal_noise, noise_key
-    out = images.detach().to(torch.float32).contiguous().clone()
-    add_normal_noise(out.numpy(), sigma, noise_key(seed, stream=1), first_image)
+    src = images.detach().to(torch.float32).contiguous()
+    out = torch.empty_like(src)
+    add_normal_noise(src.numpy(), sigma, noise_key(seed, stream=1), first_image, out=out.numpy())
     return out
 
 

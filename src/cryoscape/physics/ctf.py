@@ -15,7 +15,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["electron_wavelength", "ctf_2d", "ctf_from_params", "CTFParams"]
+__all__ = ["electron_wavelength", "ctf_2d", "ctf_from_params", "CTFParams", "ctf_phase_basis", "ctf_phase_coefficients",
+           "ctf_from_basis"]
 
 
 def electron_wavelength(voltage_kv: float | torch.Tensor) -> float | torch.Tensor:
@@ -41,27 +42,49 @@ def ctf_2d(kx: torch.Tensor, ky: torch.Tensor, defocus_u: torch.Tensor, defocus_
     Returns:
         ``(N, H, W)`` real CTF values.
     """
-    dtype, device = kx.dtype, kx.device
+    coef = ctf_phase_coefficients(defocus_u, defocus_v, angle_ast, voltage_kv, cs_mm, amp_contrast, phase_shift,
+                                  dtype=kx.dtype, device=kx.device)
+    b = torch.as_tensor(bfactor, dtype=kx.dtype, device=kx.device).reshape(-1)
+    return ctf_from_basis(coef, ctf_phase_basis(kx, ky), b if bool((b != 0).any()) else None)
 
-    def col(x):
-        return torch.as_tensor(x, dtype=dtype, device=device).reshape(-1, 1, 1)
 
+# Δf(α) s² = ½(Δf_U + Δf_V) s² + ½(Δf_U − Δf_V) [cos 2α_ast (kx² − ky²) + sin 2α_ast · 2 kx ky], because
+# s² cos 2(α − α_ast) = (kx² − ky²) cos 2α_ast + 2 kx ky sin 2α_ast. So χ + asin w is a per-image linear
+# combination of four fixed grids (s², kx² − ky², 2 kx ky, s⁴) plus a constant, one matrix product:
+#   χ = π λ Δf(α) s² − ½ π Cs λ³ s⁴ + φ,     CTF = sqrt(1 − w²) sin χ + w cos χ = sin(χ + asin w).
+
+def ctf_phase_basis(kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """The five fixed grids ``(s², kx² − ky², 2 kx ky, s⁴, 1)`` of the CTF phase: ``(5, H, W)``."""
     s2 = kx * kx + ky * ky
-    # Δf(α) s² = ½(Δf_U + Δf_V) s² + ½(Δf_U − Δf_V) [cos 2α_ast (kx² − ky²) + sin 2α_ast · 2 kx ky], because
-    # s² cos 2(α − α_ast) = (kx² − ky²) cos 2α_ast + 2 kx ky sin 2α_ast. So χ + asin w is a per-image linear
-    # combination of four fixed grids (s², kx² − ky², 2 kx ky, s⁴) plus a constant:
-    #   χ = π λ Δf(α) s² − ½ π Cs λ³ s⁴ + φ,     CTF = sqrt(1 − w²) sin χ + w cos χ = sin(χ + asin w).
+    return torch.stack([s2, kx * kx - ky * ky, 2 * kx * ky, s2 * s2, torch.ones_like(s2)])
+
+
+def ctf_phase_coefficients(defocus_u, defocus_v, angle_ast, voltage_kv, cs_mm, amp_contrast, phase_shift=0.0,
+                           dtype=torch.float32, device=None) -> torch.Tensor:
+    """Per-image weights ``(N, 5)`` of :func:`ctf_phase_basis` whose sum is ``χ + asin w`` (units as in
+    :func:`ctf_2d`): ``(π λ Δf̄, π λ ΔΔf cos 2α_ast, π λ ΔΔf sin 2α_ast, −½ π Cs λ³, φ + asin w)`` with
+    ``Δf̄ = (Δf_U + Δf_V)/2`` and ``ΔΔf = (Δf_U − Δf_V)/2``."""
+    def col(x):
+        return torch.as_tensor(x, dtype=dtype, device=device).reshape(-1, 1)
+
     dfu, dfv, ang = col(defocus_u), col(defocus_v), col(angle_ast)
     lam = electron_wavelength(col(voltage_kv))
     mean_df, half_ast = 0.5 * (dfu + dfv), 0.5 * (dfu - dfv)
-    arg = (math.pi * lam * mean_df) * s2
-    arg.addcmul_(math.pi * lam * half_ast * torch.cos(2 * ang), kx * kx - ky * ky)
-    arg.addcmul_(math.pi * lam * half_ast * torch.sin(2 * ang), 2 * kx * ky)
-    arg.addcmul_(-0.5 * math.pi * col(cs_mm) * 1e7 * lam ** 3, s2 * s2)
-    ctf = torch.sin(arg.add_(col(phase_shift) + torch.asin(col(amp_contrast))))
-    b = col(bfactor)
-    if bool((b != 0).any()):
-        ctf = ctf * torch.exp(-b * s2 / 4)
+    n = max(dfu.shape[0], dfv.shape[0], ang.shape[0])
+    return torch.cat([c.expand(n, 1) for c in (
+        math.pi * lam * mean_df, math.pi * lam * half_ast * torch.cos(2 * ang),
+        math.pi * lam * half_ast * torch.sin(2 * ang), -0.5 * math.pi * col(cs_mm) * 1e7 * lam ** 3,
+        col(phase_shift) + torch.asin(col(amp_contrast)))], dim=1)
+
+
+def ctf_from_basis(coef: torch.Tensor, basis: torch.Tensor, bfactor: torch.Tensor | None = None) -> torch.Tensor:
+    """``sin(coef · basis) · exp(−B s²/4)``: ``(N, H, W)`` from ``coef (N, K)``, ``basis (K, H, W)`` (``K = 5``
+    for :func:`ctf_phase_basis`, whose first grid is ``s²``; callers may append grids of extra phase) and
+    ``bfactor`` ``(N,)`` in Å² (None: no envelope). One matrix product and one sine per value."""
+    arg = (coef @ basis.reshape(basis.shape[0], -1)).reshape(coef.shape[0], *basis.shape[1:])
+    ctf = torch.sin(arg) if arg.requires_grad else arg.sin_()
+    if bfactor is not None:
+        ctf = ctf * torch.exp(-bfactor.to(ctf.dtype).reshape(-1, 1, 1) * basis[0] / 4)
     return ctf
 
 
@@ -95,9 +118,21 @@ class CTFParams:
     def __len__(self) -> int:
         return self.defocus_u.numel()
 
+    def phase_coefficients(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        """:func:`ctf_phase_coefficients` of every particle, ``(N, 5)``."""
+        return ctf_phase_coefficients(self.defocus_u, self.defocus_v, self.angle_ast, self.voltage_kv, self.cs_mm,
+                                      self.amp_contrast, self.phase_shift, dtype=dtype, device=device)
+
+    def bfactor_or_none(self) -> torch.Tensor | None:
+        """The B-factors ``(N,)``, or None when all are 0 (no envelope to apply)."""
+        return self.bfactor if bool((self.bfactor != 0).any()) else None
+
     def subset(self, index) -> "CTFParams":
         """Parameters of the particles at ``index`` (slice, list or tensor)."""
-        return CTFParams(**{k: getattr(self, k)[index] for k in self.fields})
+        out = CTFParams.__new__(CTFParams)  # the fields are already checked tensors: no conversion
+        for k in self.fields:
+            setattr(out, k, getattr(self, k)[index].reshape(-1))
+        return out
 
 
 def ctf_from_params(params: CTFParams, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:

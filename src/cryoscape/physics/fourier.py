@@ -15,7 +15,7 @@ import torch
 
 __all__ = [
     "fft2_centered", "ifft2_centered", "fft3_centered", "ifft3_centered",
-    "rfft2_centered", "irfft2_centered", "freq_grid_2d", "rfreq_grid_2d", "freq_1d",
+    "rfft2_centered", "irfft2_centered", "freq_grid_2d", "rfreq_grid_2d", "freq_1d", "half_box_shift_sign",
 ]
 
 
@@ -51,6 +51,19 @@ def rfft2_centered(x: torch.Tensor) -> torch.Tensor:
 def irfft2_centered(f: torch.Tensor, D: int) -> torch.Tensor:
     """Inverse of :func:`rfft2_centered`: half transform → real ``(..., D, D)`` images, origin at ``D//2``."""
     return torch.fft.fftshift(torch.fft.irfft2(f, s=(D, D)), dim=(-2, -1))
+
+
+def half_box_shift_sign(D: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``(−1)^(i+j)`` on the ``rfft2`` half plane ``(D, D//2+1)`` of an even box ``D``.
+
+    Multiplying a transform by it shifts the image by ``D/2`` pixels on both axes, which for even ``D`` is
+    both ``fftshift`` and ``ifftshift``: ``irfft2(f · sign) = fftshift(irfft2(f))`` and
+    ``rfft2(x) · sign = rfft2(ifftshift(x))``, with no copy of the image.
+    """
+    if D % 2:
+        raise ValueError(f"half_box_shift_sign needs an even box, got {D}")
+    i = torch.arange(D, device=device)[:, None] + torch.arange(D // 2 + 1, device=device)[None, :]
+    return (1 - 2 * (i % 2)).to(dtype)
 
 
 def freq_1d(D: int, apix: float = 1.0, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 - :func:`add_normal_noise`: ``images += σ · N(0, 1)`` from a counter-based generator. torch's CPU normal
   generator draws from one serial Mersenne twister (about 4 ns per value here); this one hashes a counter
-  and runs vectorised on all cores (about 0.25 ns per value with 2 threads), and its values depend only
-  on ``(seed, image index, pixel)``, so any chunking or thread count gives the same bits.
+  and runs vectorised (about 0.5 ns per value on one core), and its values depend only on
+  ``(seed, image index, pixel)``, so any chunking gives the same bits.
 - :func:`splat_cubic_bspline`: adds each atom's 4 × 4 cubic B-spline weights to a periodic grid
   (the scatter of :func:`cryoscape.physics.gaussian.splat_atoms`, which is the reference and the
   differentiable, device-agnostic version; the two agree to float32 round-off).
@@ -13,7 +13,7 @@ SplitMix64 (Steele, Lea & Flood 2014): ``x = mix(key + (c + 1)·γ)``, ``γ = 0x
 The high 32 bits ``y`` give ``a = y / 2³²`` (``y`` made odd, so ``a > 0``); the low bits give an angle
 ``θ`` uniform on the circle (2 bits of quadrant, 24 bits within it). Box–Muller then gives two
 independent normals ``sqrt(−2 ln a) · (cos θ, sin θ)``. ``ln a`` is computed as
-``(e + 1 − 32)·ln 2 + ln m`` with ``y = m·2^e``, ``m ∈ [1, 2)`` (``e`` from the leading-zero count) and
+``(e − 32)·ln 2 + ln m`` with ``y = m·2^e``, ``m ∈ [1, 2)`` (``e`` from the leading-zero count) and
 ``ln m = 2 artanh((m−1)/(m+1))`` by its series to the 11th power (error < 1e-7); sin and cos of the
 angle within its quadrant (``|φ| ≤ π/4``) by Taylor series to the 9th/10th power (error < 4e-9). The
 largest value it can draw is ``sqrt(64 ln 2) ≈ 6.66``. Tests compare it with the exact formula in
@@ -52,7 +52,7 @@ def _compile():
     global _kernels
     if _kernels is not None:
         return _kernels
-    from numba import njit, prange
+    from numba import njit
     from numba.cpython.unsafe.numbers import leading_zeros
 
     u64, f32 = np.uint64, np.float32
@@ -60,13 +60,13 @@ def _compile():
     ln2 = f32(math.log(2.0))
     half_pi = f32(math.pi / 2)
 
-    @njit(inline="always")
+    @njit(inline="always", error_model="numpy")
     def mix(z):
         z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
         return z ^ (z >> u64(31))
 
-    @njit(inline="always", fastmath=True)
+    @njit(inline="always", fastmath=True, error_model="numpy")
     def normal_pair(x):
         """Two independent N(0, 1) values from 64 random bits (Box–Muller, see the module docstring)."""
         y = (x >> u64(32)) | u64(1)
@@ -91,103 +91,120 @@ def _compile():
         s_q = cs if odd else sn
         return r * sign * c_q, r * sign * s_q
 
-    @njit(parallel=True, fastmath=True, cache=True)
-    def add_noise_kernel(out, sigma, key, first):  # out: (N, P) float32, modified in place
+    @njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+    def add_noise_kernel(src, out, sigma, key, first):  # (N, P) float32: out = src + σ·noise (may be src)
         n, p = out.shape
         half = (p + 1) // 2
-        for i in prange(n):
+        for i in range(n):
             base = key + u64(first + i) * u64(half) * gamma
             for j in range(p // 2):
                 a, b = normal_pair(mix(base + u64(j + 1) * gamma))
-                out[i, 2 * j] += sigma * a
-                out[i, 2 * j + 1] += sigma * b
+                out[i, 2 * j] = src[i, 2 * j] + sigma * a
+                out[i, 2 * j + 1] = src[i, 2 * j + 1] + sigma * b
             if p % 2:
                 a, b = normal_pair(mix(base + u64(half) * gamma))
-                out[i, p - 1] += sigma * a
+                out[i, p - 1] = src[i, p - 1] + sigma * a
 
-    @njit(inline="always")
-    def bspline3(t):
-        """Cubic B-spline weights of the nodes −1, 0, 1, 2 for a point at fraction t ∈ [0, 1)."""
-        s = 1.0 - t
-        t2 = t * t
-        t3 = t2 * t
-        return s * s * s / 6, (3 * t3 - 6 * t2 + 4) / 6, (-3 * t3 + 3 * t2 + 3 * t + 1) / 6, t3 / 6
+    @njit(inline="always", fastmath=True, error_model="numpy")
+    def spline4(u):
+        """Cubic B-spline weights of the nodes −1, 0, 1, 2 for a point at fraction u ∈ [0, 1)."""
+        s = f32(1) - u
+        u2 = u * u
+        u3 = u2 * u
+        return (s * s * s * f32(1 / 6), (f32(3) * u3 - f32(6) * u2 + f32(4)) * f32(1 / 6),
+                (f32(-3) * u3 + f32(3) * u2 + f32(3) * u + f32(1)) * f32(1 / 6), u3 * f32(1 / 6))
 
-    @njit(parallel=True, cache=True)
-    def splat_kernel(coords, conf, R, shifts, inv_apix, w, out):
+    @njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+    def splat_kernel(coords, conf, R, shifts, inv_apix, origin, w, out):
         # coords (F, A, 3) Å; conf (N,) frame of each image; R (N, 3, 3); shifts (N, 2) Å; w (A,);
-        # out (N, D, D) zeroed. Atom a of image i lands at x = ((R_i x_a)_x + t_x)/apix pixels (same for y).
+        # out (N, D, D) zeroed. Atom k of image i lands at x = ((R_i x_k)_x + t_x)/apix + origin (same for y).
         n, D = out.shape[0], out.shape[1]
         a_count = coords.shape[1]
-        for i in prange(n):
-            img = out[i]
+        flat = out.reshape(n, D * D)
+        for i in range(n):
+            img = flat[i]
             xyz = coords[conf[i]]
-            r00, r01, r02 = R[i, 0, 0], R[i, 0, 1], R[i, 0, 2]
-            r10, r11, r12 = R[i, 1, 0], R[i, 1, 1], R[i, 1, 2]
-            tx, ty = shifts[i, 0], shifts[i, 1]
+            xs = np.empty(a_count, np.float32)
+            ys = np.empty(a_count, np.float32)
+            r00, r01, r02, r10, r11, r12 = R[i, 0, 0], R[i, 0, 1], R[i, 0, 2], R[i, 1, 0], R[i, 1, 1], R[i, 1, 2]
+            tx, ty = shifts[i, 0] * inv_apix + origin, shifts[i, 1] * inv_apix + origin
+            for k in range(a_count):  # positions in pixels: a vectorised loop
+                xs[k] = (r00 * xyz[k, 0] + r01 * xyz[k, 1] + r02 * xyz[k, 2]) * inv_apix + tx
+                ys[k] = (r10 * xyz[k, 0] + r11 * xyz[k, 1] + r12 * xyz[k, 2]) * inv_apix + ty
             for k in range(a_count):
-                x = (r00 * xyz[k, 0] + r01 * xyz[k, 1] + r02 * xyz[k, 2] + tx) * inv_apix
-                y = (r10 * xyz[k, 0] + r11 * xyz[k, 1] + r12 * xyz[k, 2] + ty) * inv_apix
-                fx, fy = math.floor(x), math.floor(y)
-                x0, x1, x2, x3 = bspline3(x - fx)
-                y0, y1, y2, y3 = bspline3(y - fy)
-                ix, iy = int(fx) - 1, int(fy) - 1
+                fx, fy = math.floor(xs[k]), math.floor(ys[k])
+                a0, a1, a2, a3 = spline4(xs[k] - fx)
+                b0, b1, b2, b3 = spline4(ys[k] - fy)
                 wk = w[k]
-                if 0 <= ix and ix + 3 < D and 0 <= iy and iy + 3 < D:   # inside: no wrapping
-                    for r, wr in ((0, y0), (1, y1), (2, y2), (3, y3)):
-                        row = img[iy + r]
-                        wr = wr * wk
-                        row[ix] += wr * x0
-                        row[ix + 1] += wr * x1
-                        row[ix + 2] += wr * x2
-                        row[ix + 3] += wr * x3
+                x0, y0 = np.int64(fx) - 1, np.int64(fy) - 1
+                if 0 <= x0 and x0 + 3 < D and 0 <= y0 and y0 + 3 < D:   # inside: no wrapping
+                    p = y0 * D + x0
+                    for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
+                        img[p] += wr * a0
+                        img[p + 1] += wr * a1
+                        img[p + 2] += wr * a2
+                        img[p + 3] += wr * a3
+                        p += D
                 else:
-                    c0, c1, c2, c3 = ix % D, (ix + 1) % D, (ix + 2) % D, (ix + 3) % D
-                    for r, wr in ((0, y0), (1, y1), (2, y2), (3, y3)):
-                        row = img[(iy + r) % D]
-                        wr = wr * wk
-                        row[c0] += wr * x0
-                        row[c1] += wr * x1
-                        row[c2] += wr * x2
-                        row[c3] += wr * x3
+                    c0, c1, c2, c3 = x0 % D, (x0 + 1) % D, (x0 + 2) % D, (x0 + 3) % D
+                    r = y0
+                    for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
+                        p = (r % D) * D
+                        img[p + c0] += wr * a0
+                        img[p + c1] += wr * a1
+                        img[p + c2] += wr * a2
+                        img[p + c3] += wr * a3
+                        r += 1
 
     _kernels = (add_noise_kernel, splat_kernel)
     return _kernels
 
 
-def add_normal_noise(images: np.ndarray, sigma: float, key: int, first_image: int) -> None:
-    """In place: ``images[i] += σ · n(key, first_image + i)``, white normal noise of each image.
+def add_normal_noise(images: np.ndarray, sigma: float, key: int, first_image: int,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """``images[i] + σ · n(key, first_image + i)``: white normal noise added to each image.
 
     Args:
-        images: ``(N, ...)`` C-contiguous float32 array (e.g. ``(N, D, D)``); modified in place.
+        images: ``(N, ...)`` C-contiguous float32 array (e.g. ``(N, D, D)``).
         sigma: noise standard deviation (the images' units).
         key: generator key from :func:`noise_key`.
         first_image: global index of ``images[0]`` in the dataset (so chunks draw disjoint noise).
+        out: where to write the result (same shape, float32, C-contiguous; may be ``images`` itself
+            for in place). Default: ``images`` (in place).
+    Returns:
+        ``out``.
     """
-    if images.dtype != np.float32 or not images.flags.c_contiguous or not images.flags.writeable:
-        raise ValueError("add_normal_noise needs a writeable C-contiguous float32 array")
-    if images.size == 0:
-        return
-    add_noise_kernel, _ = _compile()
-    add_noise_kernel(images.reshape(images.shape[0], -1), np.float32(sigma), np.uint64(key), int(first_image))
+    out = images if out is None else out
+    for a in (images, out):
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise ValueError("add_normal_noise needs C-contiguous float32 arrays")
+    if not out.flags.writeable or out.shape != images.shape:
+        raise ValueError("add_normal_noise: out must be writeable and shaped like images")
+    if images.size:
+        add_noise_kernel, _ = _compile()
+        add_noise_kernel(images.reshape(len(images), -1), out.reshape(len(out), -1), np.float32(sigma),
+                         np.uint64(key), int(first_image))
+    return out
 
 
 def normal_noise(shape: tuple[int, ...], key: int, first_image: int = 0) -> np.ndarray:
     """Standard normal values ``(N, ...)`` float32 from the same generator as :func:`add_normal_noise`."""
-    out = np.zeros(shape, dtype=np.float32)
-    add_normal_noise(out, 1.0, key, first_image)
-    return out
+    return add_normal_noise(np.zeros(shape, dtype=np.float32), 1.0, key, first_image)
 
 
 def splat_cubic_bspline(coords: np.ndarray, conf: np.ndarray, R: np.ndarray, shifts: np.ndarray, apix: float,
-                        weights: np.ndarray | None, D: int) -> np.ndarray:
+                        weights: np.ndarray | None, D: int, origin: int = 0,
+                        out: np.ndarray | None = None) -> np.ndarray:
     """Project and splat atoms: ``grid[i, r, c] = Σ_a w_a β(r − y_ia) β(c − x_ia)`` (indices mod D), with
-    ``(x_ia, y_ia) = ((R_i x_a)_{x,y} + t_i) / apix`` in pixels from grid index 0.
+    ``(x_ia, y_ia) = ((R_i x_a)_{x,y} + t_i) / apix + origin`` in pixels from grid index 0.
 
     Args:
         coords: ``(F, A, 3)`` atom positions of every conformation, Å. conf: ``(N,)`` conformation of
             each image. R: ``(N, 3, 3)`` poses. shifts: ``(N, 2)`` in-plane shifts, Å. apix: Å/pixel.
         weights: ``(A,)`` atom weights, or None for 1. D: grid size.
+        origin: grid index of the image origin. ``D // 2`` keeps a centred particle away from the edges,
+            where the wrap-around is slower; 0 gives the ``ifftshift`` layout directly.
+        out: optional ``(N, D, D)`` float32 C-contiguous array to reuse (it is zeroed first).
     Returns:
         ``(N, D, D)`` float32; β is the centred cubic B-spline (support ±2 pixels, unit integral).
     """
@@ -195,7 +212,12 @@ def splat_cubic_bspline(coords: np.ndarray, conf: np.ndarray, R: np.ndarray, shi
     f32 = np.float32
     coords = np.ascontiguousarray(coords, dtype=f32)
     w = np.ones(coords.shape[1], f32) if weights is None else np.ascontiguousarray(weights, f32)
-    out = np.zeros((len(conf), D, D), dtype=f32)
+    if out is None:
+        out = np.zeros((len(conf), D, D), dtype=f32)
+    else:
+        if out.shape != (len(conf), D, D) or out.dtype != f32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {(len(conf), D, D)}")
+        out.fill(0)
     splat_kernel(coords, np.ascontiguousarray(conf, dtype=np.int64), np.ascontiguousarray(R, dtype=f32),
-                 np.ascontiguousarray(shifts, dtype=f32), f32(1 / apix), w, out)
+                 np.ascontiguousarray(shifts, dtype=f32), f32(1 / apix), f32(origin), w, out)
     return out
