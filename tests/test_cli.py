@@ -38,11 +38,26 @@ def test_simulate_from_trajectory_frames(tmp_path, capsys):
     stack, apix = read_stack(out / "particles.mrcs")
     assert stack.shape == (40, 64, 64) and apix == pytest.approx(float(t.apix[0]))
     assert (out / "config.yaml").exists() and (out / "versions.txt").exists() and (out / "run.log").exists()
+    assert "projection: splat" in (out / "config.yaml").read_text()  # σ = 3 Å ≥ 1.5 px here
     # refuses to overwrite without --overwrite, and leaves the folder as it was
     before = (out / "particles.mrcs").read_bytes()
     code, _, err = run(["simulate", dcd, "--topology", psf, "-n", 5, "--no-progress", "-o", out], capsys)
     assert code == 2 and "already exists" in err
     assert (out / "particles.mrcs").read_bytes() == before
+
+
+def test_simulate_projection_option(tmp_path, capsys):
+    """--projection exact and the default splat write the same noiseless images to 1e-3."""
+    stacks = {}
+    for mode in ("exact", "auto"):
+        out = tmp_path / mode
+        code, _, err = run(["simulate", "-n", 12, "--snr", "inf", "--shift-max", 3, "--projection", mode,
+                            "--no-progress", "-o", out], capsys)
+        assert code in (0, None), err
+        stacks[mode] = np.asarray(read_stack(out / "particles.mrcs")[0], np.float64)
+    assert "projection: exact" in (tmp_path / "exact" / "config.yaml").read_text()
+    err = np.linalg.norm(stacks["auto"] - stacks["exact"]) / np.linalg.norm(stacks["exact"])
+    assert 1e-7 < err < 1e-3, err
 
 
 def test_simulate_from_map(tmp_path, capsys):
@@ -86,6 +101,7 @@ def test_bad_inputs(tmp_path, capsys):
     _bad(capsys, tmp_path, [dcd, "--topology", PSF_TRICLINIC], "adk_dims2.dcd")
     _bad(capsys, tmp_path, [dcd, "--topology", psf, "--frames", "0:500"], "frame")
     _bad(capsys, tmp_path, [dcd, "--topology", psf, "--atoms", "banana"], "--atoms")
+    _bad(capsys, tmp_path, [dcd, "--topology", psf, "--projection", "fast"], "--projection")
 
 
 def test_console_entry_exit_codes_and_output(tmp_path):
