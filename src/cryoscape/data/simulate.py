@@ -170,8 +170,8 @@ class AtomSource:
         if not self.uses_splat(apix):
             return rfft2_centered(project_atoms_real(self._coords32[conf], R32, self.sigma, D, apix, t, w))
         if R.device.type != "cpu":
-            px, py = projected_xy(self._coords32.to(R.device)[conf], R32, t)
-            grid = splat_atoms(px / apix, py / apix, D, w)  # image origin at index 0: the ifftshift layout
+            px, py = projected_xy(self._coords32.to(R.device)[conf.to(R.device)], R32, t.to(R.device))
+            grid = splat_atoms(px / apix, py / apix, D, None if w is None else w.to(R.device))  # image origin at index 0: the ifftshift layout
             return torch.fft.rfft2(grid).mul_(self._filter(D, apix, R.device))
         from ..utils.cpu_kernels import splat_cubic_bspline
         # On the CPU the origin sits at D//2 (atoms away from the edges splat without wrapping); the
