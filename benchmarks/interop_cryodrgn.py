@@ -84,8 +84,10 @@ def cryodrgn_test_data(work: Path) -> dict:
     for name, (stack, poses, ctf, ref, extra) in cases.items():
         ctf_args = ["--ctf", ctf] if ctf else ["--apix", "1"]
         t_ours = time.perf_counter()
-        subprocess.run([str(c) for c in ours_cmd + [stack, "--poses", poses, *ctf_args, "-o", work / f"a_{name}"]],
-                       check=True, capture_output=True, env=env)
+        res = subprocess.run([str(c) for c in ours_cmd + [stack, "--poses", poses, *ctf_args, "-o", work / f"a_{name}"]],
+                             capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            sys.exit(f"cryoscape backproject failed on {name}:\n{res.stderr[-2000:]}")
         t_ours = time.perf_counter() - t_ours
         cd_ctf = ["--ctf", ctf] if ctf else []
         t_cd = run([CRYODRGN, "backproject_voxel", stack, "--poses", poses, *cd_ctf, *extra, "-o", work / f"c_{name}"])

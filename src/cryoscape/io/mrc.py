@@ -32,26 +32,39 @@ def _open(path: str | Path, mmap: bool):
         raise InputError(path, "not an MRC file (shorter than the 1024-byte header)")
     opener = mrcfile.mmap if mmap else mrcfile.open
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return opener(path, mode="r", permissive=False)
+        mrc, problems = _open_recording(opener, path, permissive=False)
+        if not problems:
+            return mrc
+        mrc.close()
+        strict_msg = problems[0]
     except Exception as exc:
         strict_msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     header_problem = _header_problem(path)
     if header_problem:
         raise InputError(path, f"not a readable MRC file ({header_problem})")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            mrc = opener(path, mode="r", permissive=True)
+        mrc, problems = _open_recording(opener, path, permissive=True)
     except Exception:
         raise InputError(path, f"not a readable MRC file ({strict_msg})") from None
     tolerated = ("map id", "machine stamp", "rms", "exttyp", "nversion")
-    problems = [str(w.message).splitlines()[0] for w in caught]
     if mrc.data is None or any(not any(t in p.lower() for t in tolerated) for p in problems):
         mrc.close()
         raise InputError(path, f"not a readable MRC file ({problems[0] if problems else strict_msg})")
     return mrc
+
+
+def _open_recording(opener, path: Path, permissive: bool):
+    """Open with mrcfile and return ``(mrc, problems)``: the first lines of the RuntimeWarnings mrcfile
+    raised about this file. Warnings are recorded, never turned into errors, and only mrcfile's count: a
+    warning from elsewhere that fires meanwhile (a lazy import, an object garbage-collected, even an
+    earlier mrcfile object flushing its statistics) says nothing about this file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mrc = opener(path, mode="r", permissive=permissive)
+    problems = [str(w.message).splitlines()[0] for w in caught
+                if issubclass(w.category, RuntimeWarning) and "mrcfile" in str(w.filename)
+                and not str(w.message).startswith("Data array contains")]
+    return mrc, problems
 
 
 _MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2}
