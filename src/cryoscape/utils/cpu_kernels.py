@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 __all__ = ["add_normal_noise", "normal_noise", "splat_cubic_bspline", "noise_key"]
 
@@ -44,120 +46,109 @@ def noise_key(seed: int, stream: int = 0) -> int:
     return _splitmix_py(_splitmix_py(int(seed) & _MASK64) ^ (int(stream) & _MASK64))
 
 
-_kernels = None
+# Module-level constants are compile-time constants to numba (kernels defined inside a function would be
+# closures, which numba's disk cache cannot match from one process to the next).
+_u64, _f32 = np.uint64, np.float32
+_GAMMA_U64 = _u64(_GAMMA)
+_LN2 = _f32(math.log(2.0))
+_HALF_PI = _f32(math.pi / 2)
 
 
-def _compile():
-    """Build the numba kernels on first use (cached on disk by numba after the first compilation)."""
-    global _kernels
-    if _kernels is not None:
-        return _kernels
-    from numba import njit
-    from numba.cpython.unsafe.numbers import leading_zeros
+@njit(inline="always", error_model="numpy")
+def _mix(z):
+    z = (z ^ (z >> _u64(30))) * _u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _u64(27))) * _u64(0x94D049BB133111EB)
+    return z ^ (z >> _u64(31))
 
-    u64, f32 = np.uint64, np.float32
-    gamma = u64(_GAMMA)
-    ln2 = f32(math.log(2.0))
-    half_pi = f32(math.pi / 2)
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _normal_pair(x):
+    """Two independent N(0, 1) values from 64 random bits (Box–Muller, see the module docstring)."""
+    y = (x >> _u64(32)) | _u64(1)
+    z = leading_zeros(y)                                      # 32..63
+    m = _f32(y << z) * _f32(2.0 ** -63)                       # y = m·2^(63−z), m ∈ [1, 2]
+    s = (m - _f32(1)) / (m + _f32(1))
+    s2 = s * s
+    ln_m = _f32(2) * s * (_f32(1) + s2 * (_f32(1 / 3) + s2 * (_f32(1 / 5) + s2 * (
+        _f32(1 / 7) + s2 * (_f32(1 / 9) + s2 * _f32(1 / 11))))))
+    r = math.sqrt(_f32(2) * (_f32(z - _u64(31)) * _LN2 - ln_m))   # sqrt(−2 ln(y / 2³²))
+    lo = x & _u64(0xFFFFFFFF)
+    q = lo >> _u64(30)                                        # quadrant 0..3: θ = φ + q·π/2
+    phi = (_f32(lo & _u64(0xFFFFFF)) * _f32(2.0 ** -24) - _f32(0.5)) * _HALF_PI
+    p2 = phi * phi
+    sn = phi * (_f32(1) - p2 * (_f32(1 / 6) - p2 * (_f32(1 / 120) - p2 * (
+        _f32(1 / 5040) - p2 * _f32(1 / 362880)))))
+    cs = _f32(1) - p2 * (_f32(0.5) - p2 * (_f32(1 / 24) - p2 * (_f32(1 / 720) - p2 * (
+        _f32(1 / 40320) - p2 * _f32(1 / 3628800)))))
+    odd = (q & _u64(1)) != 0
+    sign = _f32(-1) if q >= _u64(2) else _f32(1)
+    c_q = -sn if odd else cs
+    s_q = cs if odd else sn
+    return r * sign * c_q, r * sign * s_q
 
-    @njit(inline="always", error_model="numpy")
-    def mix(z):
-        z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
-        return z ^ (z >> u64(31))
+@njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+def _add_noise_kernel(src, out, sigma, key, first):  # (N, P) float32: out = src + σ·noise (may be src)
+    n, p = out.shape
+    half = (p + 1) // 2
+    for i in range(n):
+        base = key + _u64(first + i) * _u64(half) * _GAMMA_U64
+        for j in range(p // 2):
+            a, b = _normal_pair(_mix(base + _u64(j + 1) * _GAMMA_U64))
+            out[i, 2 * j] = src[i, 2 * j] + sigma * a
+            out[i, 2 * j + 1] = src[i, 2 * j + 1] + sigma * b
+        if p % 2:
+            a, b = _normal_pair(_mix(base + _u64(half) * _GAMMA_U64))
+            out[i, p - 1] = src[i, p - 1] + sigma * a
 
-    @njit(inline="always", fastmath=True, error_model="numpy")
-    def normal_pair(x):
-        """Two independent N(0, 1) values from 64 random bits (Box–Muller, see the module docstring)."""
-        y = (x >> u64(32)) | u64(1)
-        z = leading_zeros(y)                                       # 32..63
-        m = f32(y << z) * f32(2.0 ** -63)                          # y = m·2^(63−z), m ∈ [1, 2]
-        s = (m - f32(1)) / (m + f32(1))
-        s2 = s * s
-        ln_m = f32(2) * s * (f32(1) + s2 * (f32(1 / 3) + s2 * (f32(1 / 5) + s2 * (
-            f32(1 / 7) + s2 * (f32(1 / 9) + s2 * f32(1 / 11))))))
-        r = math.sqrt(f32(2) * (f32(z - u64(31)) * ln2 - ln_m))   # sqrt(−2 ln(y / 2³²))
-        lo = x & u64(0xFFFFFFFF)
-        q = lo >> u64(30)                                          # quadrant 0..3: θ = φ + q·π/2
-        phi = (f32(lo & u64(0xFFFFFF)) * f32(2.0 ** -24) - f32(0.5)) * half_pi
-        p2 = phi * phi
-        sn = phi * (f32(1) - p2 * (f32(1 / 6) - p2 * (f32(1 / 120) - p2 * (
-            f32(1 / 5040) - p2 * f32(1 / 362880)))))
-        cs = f32(1) - p2 * (f32(0.5) - p2 * (f32(1 / 24) - p2 * (f32(1 / 720) - p2 * (
-            f32(1 / 40320) - p2 * f32(1 / 3628800)))))
-        odd = (q & u64(1)) != 0
-        sign = f32(-1) if q >= u64(2) else f32(1)
-        c_q = -sn if odd else cs
-        s_q = cs if odd else sn
-        return r * sign * c_q, r * sign * s_q
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _spline4(u):
+    """Cubic B-spline weights of the nodes −1, 0, 1, 2 for a point at fraction u ∈ [0, 1)."""
+    s = _f32(1) - u
+    u2 = u * u
+    u3 = u2 * u
+    return (s * s * s * _f32(1 / 6), (_f32(3) * u3 - _f32(6) * u2 + _f32(4)) * _f32(1 / 6),
+            (_f32(-3) * u3 + _f32(3) * u2 + _f32(3) * u + _f32(1)) * _f32(1 / 6), u3 * _f32(1 / 6))
 
-    @njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
-    def add_noise_kernel(src, out, sigma, key, first):  # (N, P) float32: out = src + σ·noise (may be src)
-        n, p = out.shape
-        half = (p + 1) // 2
-        for i in range(n):
-            base = key + u64(first + i) * u64(half) * gamma
-            for j in range(p // 2):
-                a, b = normal_pair(mix(base + u64(j + 1) * gamma))
-                out[i, 2 * j] = src[i, 2 * j] + sigma * a
-                out[i, 2 * j + 1] = src[i, 2 * j + 1] + sigma * b
-            if p % 2:
-                a, b = normal_pair(mix(base + u64(half) * gamma))
-                out[i, p - 1] = src[i, p - 1] + sigma * a
-
-    @njit(inline="always", fastmath=True, error_model="numpy")
-    def spline4(u):
-        """Cubic B-spline weights of the nodes −1, 0, 1, 2 for a point at fraction u ∈ [0, 1)."""
-        s = f32(1) - u
-        u2 = u * u
-        u3 = u2 * u
-        return (s * s * s * f32(1 / 6), (f32(3) * u3 - f32(6) * u2 + f32(4)) * f32(1 / 6),
-                (f32(-3) * u3 + f32(3) * u2 + f32(3) * u + f32(1)) * f32(1 / 6), u3 * f32(1 / 6))
-
-    @njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
-    def splat_kernel(coords, conf, R, shifts, inv_apix, origin, w, out):
-        # coords (F, A, 3) Å; conf (N,) frame of each image; R (N, 3, 3); shifts (N, 2) Å; w (A,);
-        # out (N, D, D) zeroed. Atom k of image i lands at x = ((R_i x_k)_x + t_x)/apix + origin (same for y).
-        n, D = out.shape[0], out.shape[1]
-        a_count = coords.shape[1]
-        flat = out.reshape(n, D * D)
-        for i in range(n):
-            img = flat[i]
-            xyz = coords[conf[i]]
-            xs = np.empty(a_count, np.float32)
-            ys = np.empty(a_count, np.float32)
-            r00, r01, r02, r10, r11, r12 = R[i, 0, 0], R[i, 0, 1], R[i, 0, 2], R[i, 1, 0], R[i, 1, 1], R[i, 1, 2]
-            tx, ty = shifts[i, 0] * inv_apix + origin, shifts[i, 1] * inv_apix + origin
-            for k in range(a_count):  # positions in pixels: a vectorised loop
-                xs[k] = (r00 * xyz[k, 0] + r01 * xyz[k, 1] + r02 * xyz[k, 2]) * inv_apix + tx
-                ys[k] = (r10 * xyz[k, 0] + r11 * xyz[k, 1] + r12 * xyz[k, 2]) * inv_apix + ty
-            for k in range(a_count):
-                fx, fy = math.floor(xs[k]), math.floor(ys[k])
-                a0, a1, a2, a3 = spline4(xs[k] - fx)
-                b0, b1, b2, b3 = spline4(ys[k] - fy)
-                wk = w[k]
-                x0, y0 = np.int64(fx) - 1, np.int64(fy) - 1
-                if 0 <= x0 and x0 + 3 < D and 0 <= y0 and y0 + 3 < D:   # inside: no wrapping
-                    p = y0 * D + x0
-                    for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
-                        img[p] += wr * a0
-                        img[p + 1] += wr * a1
-                        img[p + 2] += wr * a2
-                        img[p + 3] += wr * a3
-                        p += D
-                else:
-                    c0, c1, c2, c3 = x0 % D, (x0 + 1) % D, (x0 + 2) % D, (x0 + 3) % D
-                    r = y0
-                    for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
-                        p = (r % D) * D
-                        img[p + c0] += wr * a0
-                        img[p + c1] += wr * a1
-                        img[p + c2] += wr * a2
-                        img[p + c3] += wr * a3
-                        r += 1
-
-    _kernels = (add_noise_kernel, splat_kernel)
-    return _kernels
+@njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+def _splat_kernel(coords, conf, R, shifts, inv_apix, origin, w, out):
+    # coords (F, A, 3) Å; conf (N,) frame of each image; R (N, 3, 3); shifts (N, 2) Å; w (A,);
+    # out (N, D, D) zeroed. Atom k of image i lands at x = ((R_i x_k)_x + t_x)/apix + origin (same for y).
+    n, D = out.shape[0], out.shape[1]
+    a_count = coords.shape[1]
+    flat = out.reshape(n, D * D)
+    for i in range(n):
+        img = flat[i]
+        xyz = coords[conf[i]]
+        xs = np.empty(a_count, np.float32)
+        ys = np.empty(a_count, np.float32)
+        r00, r01, r02, r10, r11, r12 = R[i, 0, 0], R[i, 0, 1], R[i, 0, 2], R[i, 1, 0], R[i, 1, 1], R[i, 1, 2]
+        tx, ty = shifts[i, 0] * inv_apix + origin, shifts[i, 1] * inv_apix + origin
+        for k in range(a_count):  # positions in pixels: a vectorised loop
+            xs[k] = (r00 * xyz[k, 0] + r01 * xyz[k, 1] + r02 * xyz[k, 2]) * inv_apix + tx
+            ys[k] = (r10 * xyz[k, 0] + r11 * xyz[k, 1] + r12 * xyz[k, 2]) * inv_apix + ty
+        for k in range(a_count):
+            fx, fy = math.floor(xs[k]), math.floor(ys[k])
+            a0, a1, a2, a3 = _spline4(xs[k] - fx)
+            b0, b1, b2, b3 = _spline4(ys[k] - fy)
+            wk = w[k]
+            x0, y0 = np.int64(fx) - 1, np.int64(fy) - 1
+            if 0 <= x0 and x0 + 3 < D and 0 <= y0 and y0 + 3 < D:   # inside: no wrapping
+                p = y0 * D + x0
+                for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
+                    img[p] += wr * a0
+                    img[p + 1] += wr * a1
+                    img[p + 2] += wr * a2
+                    img[p + 3] += wr * a3
+                    p += D
+            else:
+                c0, c1, c2, c3 = x0 % D, (x0 + 1) % D, (x0 + 2) % D, (x0 + 3) % D
+                r = y0
+                for wr in (b0 * wk, b1 * wk, b2 * wk, b3 * wk):
+                    p = (r % D) * D
+                    img[p + c0] += wr * a0
+                    img[p + c1] += wr * a1
+                    img[p + c2] += wr * a2
+                    img[p + c3] += wr * a3
+                    r += 1
 
 
 def add_normal_noise(images: np.ndarray, sigma: float, key: int, first_image: int,
@@ -181,8 +172,7 @@ def add_normal_noise(images: np.ndarray, sigma: float, key: int, first_image: in
     if not out.flags.writeable or out.shape != images.shape:
         raise ValueError("add_normal_noise: out must be writeable and shaped like images")
     if images.size:
-        add_noise_kernel, _ = _compile()
-        add_noise_kernel(images.reshape(len(images), -1), out.reshape(len(out), -1), np.float32(sigma),
+        _add_noise_kernel(images.reshape(len(images), -1), out.reshape(len(out), -1), np.float32(sigma),
                          np.uint64(key), int(first_image))
     return out
 
@@ -208,7 +198,6 @@ def splat_cubic_bspline(coords: np.ndarray, conf: np.ndarray, R: np.ndarray, shi
     Returns:
         ``(N, D, D)`` float32; β is the centred cubic B-spline (support ±2 pixels, unit integral).
     """
-    _, splat_kernel = _compile()
     f32 = np.float32
     coords = np.ascontiguousarray(coords, dtype=f32)
     w = np.ones(coords.shape[1], f32) if weights is None else np.ascontiguousarray(weights, f32)
@@ -218,6 +207,6 @@ def splat_cubic_bspline(coords: np.ndarray, conf: np.ndarray, R: np.ndarray, shi
         if out.shape != (len(conf), D, D) or out.dtype != f32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {(len(conf), D, D)}")
         out.fill(0)
-    splat_kernel(coords, np.ascontiguousarray(conf, dtype=np.int64), np.ascontiguousarray(R, dtype=f32),
+    _splat_kernel(coords, np.ascontiguousarray(conf, dtype=np.int64), np.ascontiguousarray(R, dtype=f32),
                  np.ascontiguousarray(shifts, dtype=f32), f32(1 / apix), f32(origin), w, out)
     return out
