@@ -79,3 +79,14 @@ def test_ctf_params_batch_matches_scalar_calls():
                      p.phase_shift[i:i + 1], p.bfactor[i:i + 1])
         assert torch.allclose(batch[i], one[0])
     assert len(p.subset(slice(1, 2))) == 1
+
+
+def test_any_argument_may_be_per_image():
+    """One defocus with two voltages gives two images, each equal to its scalar call."""
+    ky, kx = torch.meshgrid(torch.linspace(-0.2, 0.2, 9, dtype=torch.float64),
+                            torch.linspace(-0.2, 0.2, 9, dtype=torch.float64), indexing="ij")
+    both = ctf_2d(kx, ky, [15000.0], [14000.0], [0.2], torch.tensor([200.0, 300.0]), 2.7, 0.1)
+    assert both.shape == (2, 9, 9)
+    for i, kv in enumerate((200.0, 300.0)):
+        assert torch.allclose(both[i], ctf_2d(kx, ky, [15000.0], [14000.0], [0.2], kv, 2.7, 0.1)[0])
+    assert not torch.allclose(both[0], both[1])

@@ -12,7 +12,8 @@ from scipy import stats
 from cryoscape.data.simulate import (AtomSource, SimulationConfig, add_dataset_noise, plan_simulation,
                                     render_images)
 from cryoscape.geometry import random_rotations
-from cryoscape.physics import irfft2_centered, project_atoms_real, project_atoms_splat, splat_atoms
+from cryoscape.physics import (ctf_2d, irfft2_centered, project_atoms_real, project_atoms_splat, rfft2_centered,
+                               rfreq_grid_2d, splat_atoms)
 from cryoscape.physics.gaussian import cubic_bspline_weights
 from cryoscape.utils.cpu_kernels import add_normal_noise, noise_key, normal_noise, splat_cubic_bspline
 
@@ -88,35 +89,75 @@ def test_atom_source_paths_agree_with_ctf_and_shifts():
         AtomSource(c, 3.0, projection="fast")
 
 
+def _reference_images(plan, coords, weights, sigma, index, ctf_pad):
+    """Straight from the formulas in float64: exact projections (no window), on a canvas ``ctf_pad``
+    times the box, times the CTF of ``ctf_2d``, cut back to the box."""
+    D, apix = plan.box, plan.apix
+    Dc, lo = ctf_pad * D, (ctf_pad * D) // 2 - D // 2
+    conf, R = plan.conformation[index], plan.rotations[index]
+    proj = project_atoms_real(torch.as_tensor(coords)[conf], R, sigma, D, apix,
+                              torch.as_tensor(plan.offsets_A[index]), torch.as_tensor(weights), truncate=math.inf)
+    canvas = torch.zeros(len(conf), Dc, Dc, dtype=torch.float64)
+    canvas[:, lo:lo + D, lo:lo + D] = proj
+    ky, kx = rfreq_grid_2d(Dc, apix, dtype=torch.float64)
+    c = plan.ctf.subset(index)
+    ctf = ctf_2d(kx, ky, c.defocus_u, c.defocus_v, c.angle_ast, c.voltage_kv, c.cs_mm, c.amp_contrast,
+                 c.phase_shift, c.bfactor)
+    return irfft2_centered(rfft2_centered(canvas) * ctf, Dc)[:, lo:lo + D, lo:lo + D]
+
+
+@pytest.mark.parametrize("D, ctf_pad", [(64, 1), (64, 2), (63, 1), (63, 2)])
+def test_rendered_images_match_the_formulas(D, ctf_pad):
+    """render_images (both projections) against images built independently from the formulas: several
+    frames, atom weights, B-factor, astigmatism, phase shift, offsets, a slice that does not start at 0
+    and batches that do not divide it; even and odd boxes, with and without the larger CTF canvas."""
+    rng = np.random.default_rng(4)
+    coords, weights, sigma = rng.normal(0, 7, (3, 120, 3)), rng.uniform(0.5, 2, 120), 3.0
+    cfg = SimulationConfig(n_images=30, box=D, apix=1.5, shift_max_A=4, astigmatism_um=0.1, bfactor=60,
+                           phase_shift_deg=20, seed=8, ctf_pad=ctf_pad)
+    index = slice(7, 26)
+    for projection, bound in (("exact", 1e-5), ("splat", 2e-4)):  # σ = 2 px here
+        source = AtomSource(coords, sigma, weights, projection=projection)
+        plan = plan_simulation(cfg, source)
+        got = render_images(plan, source, index, batch=5, ctf_pad=ctf_pad).double()
+        ref = _reference_images(plan, source.coords.numpy(), weights, sigma, index, ctf_pad)
+        assert float((got - ref).norm() / ref.norm()) < bound, projection
+    empty, projs = render_images(plan, source, slice(5, 5), stages=True)
+    assert empty.shape == projs.shape == (0, D, D)
+
+
 def _box_muller_reference(key: int, first: int, n: int, p: int) -> np.ndarray:
-    """The generator written out in float64 with Python integers: SplitMix64 of the pair counter, then
-    Box–Muller with the exact log, cos and sin."""
-    gamma, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
-    half = (p + 1) // 2
-    out = np.empty((n, p))
-    for i in range(n):
-        base = (key + (first + i) * half * gamma) & mask
-        for j in range(half):
-            z = (base + (j + 1) * gamma) & mask
-            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-            x = z ^ (z >> 31)
-            a = ((x >> 32) | 1) / 2.0 ** 32
-            lo = x & 0xFFFFFFFF
-            theta = ((lo & 0xFFFFFF) / 2.0 ** 24 - 0.5) * math.pi / 2 + (lo >> 30) * math.pi / 2
-            r = math.sqrt(-2 * math.log(a))
-            out[i, 2 * j] = r * math.cos(theta)
-            if 2 * j + 1 < p:
-                out[i, 2 * j + 1] = r * math.sin(theta)
-    return out
+    """The generator written out independently in float64: SplitMix64 of the pair counter in numpy's
+    wrapping uint64 arithmetic, then Box–Muller with numpy's log, cos and sin."""
+    u64 = np.uint64
+    gamma, half = u64(0x9E3779B97F4A7C15), (p + 1) // 2
+    with np.errstate(over="ignore"):
+        i = np.arange(first, first + n, dtype=u64)[:, None]
+        j = np.arange(half, dtype=u64)[None, :]
+        z = u64(key) + i * u64(half) * gamma + (j + u64(1)) * gamma
+        z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
+        x = z ^ (z >> u64(31))
+    a = ((x >> u64(32)) | u64(1)).astype(np.float64) / 2.0 ** 32
+    lo = x & u64(0xFFFFFFFF)
+    theta = (((lo & u64(0xFFFFFF)).astype(np.float64) / 2.0 ** 24 - 0.5) * math.pi / 2
+             + (lo >> u64(30)).astype(np.float64) * math.pi / 2)
+    r = np.sqrt(-2 * np.log(a))
+    out = np.empty((n, 2 * half))
+    out[:, 0::2], out[:, 1::2] = r * np.cos(theta), r * np.sin(theta)
+    return out[:, :p]
 
 
-@pytest.mark.parametrize("p", [64, 25])
-def test_noise_equals_exact_box_muller(p):
+@pytest.mark.parametrize("n, p", [(250, 4096), (40, 25)])
+def test_noise_equals_exact_box_muller(n, p):
+    """Every value (a million for 64² images) within 2e-6·(1 + |v|) of the exact formula on the same bits,
+    near a = 1 (values near 0) as well as in the tails."""
     key = noise_key(11, 1)
-    got = normal_noise((6, p), key, first_image=40)
-    ref = _box_muller_reference(key, 40, 6, p)
-    np.testing.assert_allclose(got, ref, rtol=0, atol=3e-6)
+    got = normal_noise((n, p), key, first_image=40).astype(np.float64)
+    ref = _box_muller_reference(key, 40, n, p)
+    assert np.all(np.abs(got - ref) <= 2e-6 * (1 + np.abs(ref)))
+    if n * p >= 10 ** 6:  # both ends were exercised
+        assert np.abs(ref).min() < 1e-4 and np.abs(ref).max() > 4.5
 
 
 def test_noise_is_standard_normal_and_independent_of_chunking():

@@ -130,7 +130,8 @@ class AtomSource:
             (:func:`~cryoscape.physics.gaussian.project_atoms_real`); ``splat`` spreads atoms with a cubic
             B-spline and applies the Gaussian in Fourier space
             (:func:`~cryoscape.physics.gaussian.project_atoms_splat`, several times faster, relative error
-            ~3e-4 at σ = 1.5 px); ``auto`` splats when ``σ ≥ 1.5`` pixels.
+            ~3e-4 at σ = 1.5 px; periodic in the box, so atom tails at an edge wrap around); ``auto``
+            splats when ``σ ≥ 1.5`` pixels.
     """
 
     kind = "atoms"
@@ -245,7 +246,8 @@ class SimulationPlan:
     def render_arrays(self) -> dict:
         """What rendering reads per batch, converted once: ``conformation`` (int64), ``rotations`` and
         ``offsets`` (float32 tensors), ``ctf_phase`` (``(N, 5)`` :func:`ctf_phase_coefficients`) and
-        ``bfactor`` (``(N,)``, or None when all are 0)."""
+        ``bfactor`` (``(N,)``, or None when all are 0). Cached on first use: a plan is not to be changed
+        once rendering has started."""
         return {"conformation": torch.as_tensor(self.conformation, dtype=torch.int64),
                 "rotations": self.rotations.to(torch.float32),
                 "offsets": torch.as_tensor(self.offsets_A, dtype=torch.float32),
@@ -307,6 +309,9 @@ def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = 
     previews). With ``ctf_pad`` > 1 the projection is placed on a canvas ``ctf_pad`` times larger before
     the CTF and the box is cut out afterwards, so signal that the CTF delocalises beyond the box leaves it
     (as in a micrograph) instead of wrapping around.
+
+    The same ``index`` and ``batch`` always give the same bits; another grouping of the same images may
+    differ in the last bit (~1e-7 relative: the batched FFTs round differently).
     """
     D, apix = plan.box, plan.apix
     batch = batch or max(8, min(256, 2 ** 19 // (D * D)))
@@ -344,7 +349,9 @@ def render_images(plan: SimulationPlan, source, index: slice, apply_ctf: bool = 
             out.copy_(irfft2_centered(f * ctf, D))
         else:
             out.copy_(torch.fft.irfft2(f.mul_(ctf), s=(D, D)))  # the basis holds the fftshift; f is our own
-    return (img, torch.cat(projs)) if stages else img
+    if stages:
+        return img, torch.cat(projs) if projs else torch.zeros(0, D, D)
+    return img
 
 
 @functools.lru_cache(maxsize=8)
@@ -407,9 +414,8 @@ def add_dataset_noise(images: torch.Tensor, sigma: float, seed: int, first_image
         seed: the simulation seed. first_image: dataset index of ``images[0]``.
     """
     from ..utils.cpu_kernels import add_normal_noise, noise_key
-    src = images.detach().to(torch.float32).contiguous()
-    out = torch.empty_like(src)
-    add_normal_noise(src.numpy(), sigma, noise_key(seed, stream=1), first_image, out=out.numpy())
+    out = images.detach().to(torch.float32).contiguous().clone()
+    add_normal_noise(out.numpy(), sigma, noise_key(seed, stream=1), first_image)
     return out
 
 

@@ -70,11 +70,11 @@ def ctf_phase_coefficients(defocus_u, defocus_v, angle_ast, voltage_kv, cs_mm, a
     dfu, dfv, ang = col(defocus_u), col(defocus_v), col(angle_ast)
     lam = electron_wavelength(col(voltage_kv))
     mean_df, half_ast = 0.5 * (dfu + dfv), 0.5 * (dfu - dfv)
-    n = max(dfu.shape[0], dfv.shape[0], ang.shape[0])
-    return torch.cat([c.expand(n, 1) for c in (
-        math.pi * lam * mean_df, math.pi * lam * half_ast * torch.cos(2 * ang),
-        math.pi * lam * half_ast * torch.sin(2 * ang), -0.5 * math.pi * col(cs_mm) * 1e7 * lam ** 3,
-        col(phase_shift) + torch.asin(col(amp_contrast)))], dim=1)
+    columns = (math.pi * lam * mean_df, math.pi * lam * half_ast * torch.cos(2 * ang),
+               math.pi * lam * half_ast * torch.sin(2 * ang), -0.5 * math.pi * col(cs_mm) * 1e7 * lam ** 3,
+               col(phase_shift) + torch.asin(col(amp_contrast)))
+    shape = torch.broadcast_shapes(*(c.shape for c in columns))  # any argument may be per image
+    return torch.cat([c.expand(shape) for c in columns], dim=1)
 
 
 def ctf_from_basis(coef: torch.Tensor, basis: torch.Tensor, bfactor: torch.Tensor | None = None) -> torch.Tensor:
