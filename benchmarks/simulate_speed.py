@@ -184,12 +184,18 @@ def main() -> None:
         allat = read_trajectory(psf, dcd, "all", frames=[0])
         src_ca, src_all = AtomSource(ca.coords, 3.0), AtomSource(allat.coords, 3.0)
         apix64, apix128 = 2.0, 1.0  # 128 Å box for AdK at both sizes; σ = 1.5 and 3 px
-        # The headline ratio: the Cα pipeline and the FFT floor measured in turn, round after round.
+        # The headline ratio: the Cα pipeline and the FFT floor measured in turn, round after round. The
+        # floor is also measured first, before any of our code has run; the faster of the two floors is
+        # used, so a slow spell that hits the floor harder (fresh FFT outputs page-fault) cannot flatter us.
         real64, complex64 = fft_pairs(64, args.n64)
+        first = interleaved_rates({"real": real64, "complex": complex64}, args.n64, args.repeats + 2)
         rates = interleaved_rates({"atoms": pipeline(src_ca, 64, apix64, args.n64), "real": real64,
                                    "complex": complex64}, args.n64, args.repeats + 2)
         fig["atoms_ca214_64px_img_per_s"] = rates["atoms"]
-        fig["fft_floor_real_64px_img_per_s"], fig["fft_floor_complex_64px_img_per_s"] = rates["real"], rates["complex"]
+        fig["fft_floor_real_64px_first_img_per_s"] = first["real"]
+        fig["fft_floor_real_64px_interleaved_img_per_s"] = rates["real"]
+        fig["fft_floor_real_64px_img_per_s"] = max(first["real"], rates["real"])
+        fig["fft_floor_complex_64px_img_per_s"] = max(first["complex"], rates["complex"])
         fig["atoms_ca214_128px_img_per_s"] = pipeline_rate(src_ca, 128, apix128, args.n128, args.repeats)
         for D, apix, n in ((64, apix64, args.n64), (128, apix128, args.n128)):
             fig[f"atoms_all3341_{D}px_img_per_s"] = pipeline_rate(src_all, D, apix, n, args.repeats)
