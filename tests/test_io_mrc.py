@@ -192,6 +192,34 @@ def test_text_file_is_not_mrc(tmp_path):
     _assert_input_error(read_stack, short)
 
 
+def test_unrelated_warnings_during_the_open_do_not_reject_a_valid_file(tmp_path, monkeypatch):
+    """A warning from elsewhere that fires while mrcfile opens the file (a lazy import, a finaliser run by
+    the garbage collector, even an earlier mrcfile object flushing its statistics) says nothing about this
+    file: the file still reads, and the warning is not raised. mrcfile's own complaints still count."""
+    import warnings
+
+    import cryoscape.io.mrc as mrc_io
+    path = tmp_path / "ok.mrcs"
+    write_stack(path, np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8), apix=1.5)
+    real_mmap = mrcfile.mmap
+
+    def noisy_mmap(*args, **kwargs):
+        warnings.warn("something else", RuntimeWarning)       # from this test module, not mrcfile
+        warnings.warn("an old API", DeprecationWarning)
+        warnings.warn("Data array contains NaN values", RuntimeWarning)  # as if flushed by another object
+        return real_mmap(*args, **kwargs)
+
+    monkeypatch.setattr(mrc_io.mrcfile, "mmap", noisy_mmap)
+    data, apix = read_stack(path)
+    assert apix == pytest.approx(1.5) and float(np.asarray(data)[1, 7, 7]) == 127.0
+    # a real problem reported by mrcfile itself is still an error
+    raw = bytearray(path.read_bytes())
+    raw[-8 * 8 * 4:] = b""  # one image short: truncated
+    bad = tmp_path / "bad.mrcs"
+    bad.write_bytes(bytes(raw))
+    _assert_input_error(read_stack, bad)
+
+
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")
 def test_nonfinite_map_rejected(tmp_path):
     vol = np.zeros((4, 4, 4), np.float32)
