@@ -8,22 +8,26 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["write_config", "write_versions", "run_logger"]
+__all__ = ["write_config", "write_versions", "run_logger", "close_logger", "to_plain"]
 
 _PACKAGES = ("cryoscape", "torch", "numpy", "scipy", "pandas", "mrcfile", "starfile", "gemmi", "MDAnalysis",
              "typer", "rich", "matplotlib", "pillow")
 
 
-def _plain(v):
+def to_plain(v):
+    """Paths → str, tuples → lists, numpy/torch scalars → Python numbers, recursively (for YAML/JSON)."""
     if isinstance(v, Path):
         return str(v)
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [to_plain(x) for x in v]
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: to_plain(x) for k, x in v.items()}
     if hasattr(v, "item") and callable(v.item):
         return v.item()
     return v
+
+
+_plain = to_plain
 
 
 def write_config(folder: str | Path, config: dict, name: str = "config.yaml") -> Path:
