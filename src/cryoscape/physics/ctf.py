@@ -95,10 +95,10 @@ def _as_numpy(v) -> np.ndarray:
 
 
 class CTFParams:
-    """Per-particle CTF parameters as tensors of shape ``(N,)``.
+    """Per-particle CTF parameters as tensors of shape ``(N,)``; frozen (fields cannot be reassigned).
 
     Units as in STAR files except angles: defoci Å, ``angle_ast`` radians, kV, Cs mm, ``w`` fraction,
-    ``phase_shift`` radians, ``bfactor`` Å².
+    ``phase_shift`` radians, ``bfactor`` Å². Stored in float64 on the CPU unless moved with :meth:`to`.
     """
 
     fields = ("defocus_u", "defocus_v", "angle_ast", "voltage_kv", "cs_mm", "amp_contrast",
@@ -111,12 +111,29 @@ class CTFParams:
                     cs_mm=cs_mm, amp_contrast=amp_contrast, phase_shift=phase_shift, bfactor=bfactor)
         for k, v in vals.items():
             t = torch.as_tensor(_as_numpy(v)).reshape(-1)
-            setattr(self, k, t.expand(n).clone() if t.numel() == 1 else t)
+            object.__setattr__(self, k, t.expand(n).clone() if t.numel() == 1 else t)
             if getattr(self, k).numel() != n:
                 raise ValueError(f"CTF parameter {k} has {t.numel()} values, expected {n}")
 
+    def __setattr__(self, name, value):
+        raise AttributeError(f"CTFParams is frozen: cannot set {name!r} (make a new one)")
+
     def __len__(self) -> int:
         return self.defocus_u.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.defocus_u.device
+
+    def _with(self, fn) -> "CTFParams":
+        out = CTFParams.__new__(CTFParams)  # the fields are already checked tensors: no conversion
+        for k in self.fields:
+            object.__setattr__(out, k, fn(getattr(self, k)))
+        return out
+
+    def to(self, device=None, dtype=None) -> "CTFParams":
+        """The same parameters on ``device`` and/or in floating ``dtype``."""
+        return self._with(lambda t: t.to(device=device, dtype=dtype))
 
     def phase_coefficients(self, dtype=torch.float32, device=None) -> torch.Tensor:
         """:func:`ctf_phase_coefficients` of every particle, ``(N, 5)``."""
@@ -128,11 +145,12 @@ class CTFParams:
         return self.bfactor if bool((self.bfactor != 0).any()) else None
 
     def subset(self, index) -> "CTFParams":
-        """Parameters of the particles at ``index`` (slice, list or tensor)."""
-        out = CTFParams.__new__(CTFParams)  # the fields are already checked tensors: no conversion
-        for k in self.fields:
-            setattr(out, k, getattr(self, k)[index].reshape(-1))
-        return out
+        """Parameters of the particles at ``index`` (slice, list, array or tensor)."""
+        if isinstance(index, np.ndarray):
+            index = torch.as_tensor(index)
+        if isinstance(index, torch.Tensor):
+            index = index.to(self.device)
+        return self._with(lambda t: t[index].reshape(-1))
 
 
 def ctf_from_params(params: CTFParams, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
