@@ -127,16 +127,17 @@ def test_padded_canvas_keeps_the_box_and_differs_only_by_delocalisation():
 def test_grid_conventions():
     grid = ImagingGrid(8, 1.5)
     r = grid.radius_px
-    assert grid.disc.sum() == int((r < 4).sum()) and not bool(grid.disc[4, 0])  # the Nyquist row is outside
+    assert grid.disc.sum() == int((r <= 4).sum()) and bool(grid.disc[4, 0]) and not bool(grid.disc[4, 1])
     assert int(grid.shell[0, 3]) == 3 and int(grid.shell[1, 1]) == 1
-    assert torch.equal(grid.friedel[:, 0], torch.ones(8)) and bool((grid.friedel[:, 1:] == 2).all())
+    assert torch.equal(grid.friedel[:, 0], torch.ones(8)) and torch.equal(grid.friedel[:, 4], torch.ones(8))
+    assert bool((grid.friedel[:, 1:4] == 2).all())
     assert grid.plane.shape == (grid.points.numel(), 3)
     # Friedel-weighted half-plane power = whole-plane power inside the disc (Parseval on the disc)
     img = torch.randn(2, 8, 8, dtype=torch.float64)
     half = (rfft2_centered(img).abs() ** 2 * grid.friedel.double() * grid.disc).sum((-1, -2))
     full = torch.fft.fft2(torch.fft.ifftshift(img, dim=(-2, -1)))
     fy = torch.fft.fftfreq(8, d=1 / 8, dtype=torch.float64)
-    disc = (fy[:, None] ** 2 + fy[None, :] ** 2).sqrt() < 4
+    disc = (fy[:, None] ** 2 + fy[None, :] ** 2).sqrt() <= 4
     assert torch.allclose(half, (full.abs() ** 2 * disc).sum((-1, -2)))
 
 

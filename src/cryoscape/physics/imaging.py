@@ -14,11 +14,13 @@ Grid conventions (one each, here):
 - :class:`ImagingGrid` ``(D, apix, pad)``: the image is ``D`` pixels of ``apix`` Å; the CTF acts on a
   canvas of ``Dp = pad · D`` pixels (the image zero-padded around its centre), so ``pad > 1`` lets
   delocalised signal leave the box (simulation) or samples the transform finely (backprojection).
-- The Nyquist disc: frequencies with ``|k| < D/2`` in pixels of ``1/(D apix)`` (the Nyquist row itself,
-  which has no Hermitian partner in an even box, is outside).
+- The Nyquist disc: frequencies with ``|k| ≤ D/2`` in pixels of ``1/(D apix)`` (the circle through the
+  Nyquist frequency included; the corners of the square beyond it are left out). The Fourier-slice
+  projector and the VAE use this disc.
 - Shells: ``round(|k|)`` in the same pixels, ``0 .. D//2 − 1`` inside the disc (CONVENTIONS.md, FSC).
-- Friedel weights on the half plane: 2 where ``kx > 0`` (the point stands for itself and ``−k``), else 1,
-  so a weighted sum over the half plane equals the sum over the whole plane.
+- Friedel weights on the half plane: 2 where the point stands for itself and its mirror ``−k``, 1 on the
+  columns that are their own mirror (``kx = 0``, and ``kx = Dp/2`` for an even canvas), so a weighted sum
+  over the half plane equals the sum over the whole plane.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class ImagingGrid:
     ``(Dp, Dp//2 + 1)`` with ``Dp = pad · D``:
 
     - ``ky``, ``kx``: frequencies in 1/Å; ``radius_px``: ``|k| · D · apix`` (pixels of image frequency);
-    - ``disc``: ``radius_px < D/2`` (bool); ``shell``: ``round(radius_px)`` (int64); ``friedel``: 2 or 1;
+    - ``disc``: ``radius_px ≤ D/2`` (bool); ``shell``: ``round(radius_px)`` (int64); ``friedel``: 2 or 1;
     - ``points (P,)``: flat indices of the disc; ``plane (P, 3)``: ``(kx, ky, 0)`` there, in pixels of
       image frequency (the coordinates a neural field or a Fourier-slice lookup takes);
     - ``ctf_basis``: the five phase grids of :func:`~cryoscape.physics.ctf.ctf_phase_basis`.
@@ -104,8 +106,8 @@ class ImagingGrid:
 
     @property
     def disc(self) -> torch.Tensor:
-        """The Nyquist disc ``|k| < D/2`` (module docstring), ``(Dp, W)`` bool."""
-        return self._cached("disc", lambda: self.radius_px < self.D / 2)
+        """The Nyquist disc ``|k| ≤ D/2`` (module docstring), ``(Dp, W)`` bool."""
+        return self._cached("disc", lambda: self.radius_px <= self.D / 2)
 
     @property
     def shell(self) -> torch.Tensor:
@@ -114,13 +116,18 @@ class ImagingGrid:
 
     @property
     def n_shells(self) -> int:
-        """Shells inside the disc: ``D // 2``."""
+        """Shells of the FSC (CONVENTIONS.md): ``0 .. D//2 − 1``, so ``D // 2`` of them."""
         return self.D // 2
 
     @property
     def friedel(self) -> torch.Tensor:
-        """Half-plane weights: 2 where ``kx > 0``, 1 on the ``kx = 0`` column, ``(Dp, W)`` in ``dtype``."""
-        return self._cached("friedel", lambda: torch.where(self.kx > 0, 2.0, 1.0).to(self.dtype))
+        """Half-plane weights, ``(Dp, W)`` in ``dtype``: 1 on the ``kx = 0`` column and, for an even canvas, on
+        the ``kx = Dp/2`` column (each is its own mirror there), 2 elsewhere."""
+        def make():
+            col = torch.arange(self.W, device=self.device)
+            two = (col > 0) & ~((self.Dp % 2 == 0) & (col == self.Dp // 2))
+            return torch.where(two, 2.0, 1.0).to(self.dtype).expand(self.Dp, self.W)
+        return self._cached("friedel", make)
 
     @property
     def points(self) -> torch.Tensor:
