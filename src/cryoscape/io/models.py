@@ -10,6 +10,12 @@ selected atoms (Cα by default), with per-atom names, residue names and numbers,
 Elements: CHARMM-style PDBs often leave the element column blank. A blank or implausible element in a
 standard amino-acid or nucleotide residue is taken from the first letter of the atom name (``CA`` →
 carbon, not calcium); outside polymers gemmi's own rule applies.
+
+Coordinates are checked before anything else is done with them: gemmi reads an unparseable PDB
+coordinate ("abc", blanks) as 0 without a word, so the x, y, z columns (31–54) of every ATOM/HETATM
+record are parsed here first, and a value that is not a finite number is an :class:`InputError` naming
+the file and the line. mmCIF ``Cartn_x/y/z`` values and coordinates from MDAnalysis (GRO, trajectories)
+must be finite too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["Conformations", "read_model", "read_trajectory", "read_structure", "write_pdb", "write_dcd",
-           "SELECTIONS"]
+           "SELECTIONS", "check_pdb_coordinates", "check_cif_coordinates"]
 
 SELECTIONS = ("ca", "heavy", "all")
 TRAJ_SUFFIXES = {".dcd", ".xtc", ".trr", ".nc", ".ncdf"}
@@ -90,6 +96,100 @@ def _select_mask(names, resnames, elements, selection: str, where) -> np.ndarray
     return mask
 
 
+def _open_text(path: Path):
+    import gzip
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", errors="replace")
+    return open(path, errors="replace")
+
+
+def _is_pdb(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".pdb", ".ent", ".pdb.gz", ".ent.gz"))
+
+
+def _is_cif(path: Path) -> bool:
+    return path.name.lower().endswith((".cif", ".mmcif", ".cif.gz", ".mmcif.gz"))
+
+
+def check_pdb_coordinates(path: str | Path) -> None:
+    """Every ATOM/HETATM record of a PDB file has three finite numbers in columns 31–38, 39–46, 47–54
+    (x, y, z in Å), else :class:`InputError` ``"<file>: line <n>: ..."``. Vectorised; the slow per-line
+    parse runs only to name the first bad line."""
+    path = Path(path)
+    lines, fields = [], []
+    with _open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if line.startswith(("ATOM  ", "HETATM")):
+                lines.append(number)
+                fields.append((line[30:38], line[38:46], line[46:54]))
+    if not fields:
+        return
+    try:
+        xyz = np.array(fields).astype(np.float64)
+        bad_rows = np.nonzero(~np.isfinite(xyz).all(axis=1))[0]
+        if len(bad_rows) == 0:
+            return
+        first = int(bad_rows[0])
+    except ValueError:
+        first = None
+    for k, row in enumerate(fields) if first is None else [(first, fields[first])]:
+        for axis, text in zip("xyz", row):
+            try:
+                ok = np.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                what = "missing" if not text.strip() else f"not a finite number: {text.strip()!r}"
+                raise InputError(path, f"line {lines[k]}: {axis} coordinate (columns "
+                                       f"{ {'x': '31-38', 'y': '39-46', 'z': '47-54'}[axis]}) {what}")
+
+
+def _cif_row_line(path: Path, row: int, width: int) -> int | None:
+    """1-based line of data row ``row`` of the ``_atom_site`` loop, when each of its rows is one line."""
+    with _open_text(path) as f:
+        lines = f.read().splitlines()
+    tags = [i for i, line in enumerate(lines) if line.startswith("_atom_site.")]
+    if not tags:
+        return None
+    first = tags[-1] + 1
+    for k in range(first, min(first + row + 1, len(lines))):
+        if len(lines[k].split()) != width:  # a row over several lines, quoted blanks, or the loop's end
+            return None
+    return first + row + 1 if first + row < len(lines) else None
+
+
+def check_cif_coordinates(path: str | Path) -> None:
+    """Every ``_atom_site.Cartn_x/y/z`` of an mmCIF file is a finite number, else :class:`InputError`
+    naming the file and the line of the atom (or its row in ``_atom_site`` when rows span lines)."""
+    import gemmi
+    path = Path(path)
+    try:
+        block = gemmi.cif.read(str(path)).sole_block()
+    except Exception:
+        return  # not one readable block: gemmi.read_structure reports it
+    table = block.find("_atom_site.", ["Cartn_x", "Cartn_y", "Cartn_z"])
+    for r, row in enumerate(table):
+        for axis, text in zip("xyz", row):
+            try:
+                ok = np.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                width = len(table.loop.tags) if table.loop is not None else -1
+                line = _cif_row_line(path, r, width)
+                where = f"line {line}" if line else f"row {r + 1} of _atom_site"
+                raise InputError(path, f"{where}: Cartn_{axis} is not a finite number: {text!r}")
+
+
+def _check_finite_coords(coords: np.ndarray, path, frames, names, resids) -> None:
+    bad = np.nonzero(~np.isfinite(coords).all(axis=-1))
+    if len(bad[0]):
+        f, a = int(bad[0][0]), int(bad[1][0])
+        raise InputError(path, f"frame {int(frames[f])}: atom {names[a]} of residue {int(resids[a])} has "
+                               "non-finite coordinates")
+
+
 def read_model(path: str | Path, selection: str = "ca") -> Conformations:
     """Read a PDB or mmCIF file (every model becomes a frame) with gemmi.
 
@@ -100,6 +200,10 @@ def read_model(path: str | Path, selection: str = "ca") -> Conformations:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    if _is_pdb(path):
+        check_pdb_coordinates(path)
+    elif _is_cif(path):
+        check_cif_coordinates(path)
     try:
         st = gemmi.read_structure(str(path))
     except Exception as exc:
@@ -124,8 +228,10 @@ def read_model(path: str | Path, selection: str = "ca") -> Conformations:
     if not meta:
         raise InputError(path, "contains no atoms")
     names, resnames, resids, chains, elements = (np.asarray(c) for c in zip(*meta))
+    all_coords = np.stack(frames)
+    _check_finite_coords(all_coords, path, np.arange(len(frames)), names, resids)
     mask = _select_mask(names, resnames, elements, selection, path)
-    coords = np.stack(frames)[:, mask]
+    coords = all_coords[:, mask]
     return Conformations(coords, names[mask], resnames[mask], resids[mask].astype(int), chains[mask],
                          elements[mask], f"{path.name} ({selection})", np.arange(len(frames)))
 
@@ -149,6 +255,9 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
             raise InputError(p, "file not found")
     if stride < 1:
         raise InputError("--stride", f"must be ≥ 1, got {stride}")
+    for p in (topology, trajectory):
+        if p is not None and _is_pdb(Path(p)):
+            check_pdb_coordinates(p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -175,6 +284,7 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
     for k, f in enumerate(idx):
         u.trajectory[int(f)]
         coords[k] = sel.positions
+    _check_finite_coords(coords, trajectory or topology, idx, np.asarray(sel.names), np.asarray(sel.resids))
     chains = sel.segids if hasattr(sel, "segids") else np.array([""] * len(sel))
     src = f"{topology.name}" + (f" + {Path(trajectory).name}" if trajectory else "") + f" ({selection})"
     return Conformations(coords, np.asarray(sel.names), np.asarray(sel.resnames), np.asarray(sel.resids),
