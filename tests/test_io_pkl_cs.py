@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from cryoscape.data.particles import table_ctf
 from cryoscape.io.cryodrgn_pkl import (poses_from_cryodrgn, poses_to_cryodrgn, read_ctf_pkl, read_poses_pkl,
                                        write_ctf_pkl, write_poses_pkl)
 from cryoscape.io.cryosparc import read_cs
@@ -187,7 +188,7 @@ def test_read_cs_counts(cryodrgn_data):
     assert not t.has_poses()
     np.testing.assert_allclose(p[["csPoseRotvec0", "csPoseRotvec1", "csPoseRotvec2"]], raw["alignments3D/pose"])
     np.testing.assert_allclose(p[["csShiftX", "csShiftY"]], raw["alignments3D/shift"])
-    t.ctf_params()  # every CTF column is there
+    table_ctf(t)  # every CTF column is there
 
 
 def test_read_cs_agrees_with_star(cryodrgn_data):

@@ -16,6 +16,7 @@ import pytest
 import starfile
 import torch
 
+from cryoscape.data.particles import table_ctf, table_poses
 from cryoscape.geometry import euler_to_matrix
 from cryoscape.io.errors import InputError
 from cryoscape.io.star import read_star, write_star
@@ -232,7 +233,7 @@ def test_relion30_toy_projections(cryodrgn_data):
     t1 = read_star(path, apix=1.0)  # ... so the caller supplies one
     np.testing.assert_array_equal(t1.apix, np.ones(1000))
     with pytest.raises(InputError, match="rlnAngleRot"):  # no poses in this file
-        t.rotations()
+        table_poses(t)[0]
 
 
 def test_relion30_apix_from_detector(cryodrgn_data):
@@ -307,10 +308,10 @@ def test_missing_columns_named(tmp_path):
     write_star(path, parts.drop(columns=["rlnDefocusU", "rlnAngleTilt"]), optics)
     t = read_star(path)
     with pytest.raises(InputError) as ei:
-        t.ctf_params()
+        table_ctf(t)
     assert "rlnDefocusU" in str(ei.value) and str(path) in str(ei.value)
     with pytest.raises(InputError, match="rlnAngleTilt"):
-        t.rotations()
+        table_poses(t)[0]
     no_names = tmp_path / "nonames.star"
     write_star(no_names, parts.drop(columns=["rlnImageName"]), optics)
     with pytest.raises(InputError, match="rlnImageName"):
@@ -356,7 +357,7 @@ def test_euler_rows_match_relion_formula(cryodrgn_data):
     truth = _parse_loops(path)["particles"]
     ang = np.stack([_num(truth[c]) for c in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], 1)
     np.testing.assert_allclose(t.euler_deg(), ang, rtol=1e-12)
-    R = t.rotations().numpy()
+    R = table_poses(t)[0].numpy()
     assert R.shape == (139, 3, 3)
     for k in (0, 1, 57, 138):
         A = _relion_matrix(*ang[k])
@@ -374,6 +375,6 @@ def test_euler_relion31_known_row(cryodrgn_data):
     t = read_star(path)
     row = _parse_loops(path)["particles"].iloc[2]
     rot, tilt, psi = (float(row[c]) for c in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"))
-    np.testing.assert_allclose(t.rotations().numpy()[2], _relion_matrix(rot, tilt, psi), atol=1e-12)
+    np.testing.assert_allclose(table_poses(t)[0].numpy()[2], _relion_matrix(rot, tilt, psi), atol=1e-12)
     np.testing.assert_allclose(t.shifts_angst()[2],
                                [float(row["rlnOriginXAngst"]), float(row["rlnOriginYAngst"])])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cryoscape.data.particles import table_ctf, table_poses
 from cryoscape.data.simulate import (AtomSource, MapSource, SimulationConfig, plan_simulation, render_images,
                                     simulate_to_folder)
 from cryoscape.io.errors import InputError
@@ -61,12 +62,12 @@ def test_clean_images_rerendered_from_the_written_files(tmp_path, small_adk):
     clean, _ = read_stack(out / "truth" / "clean.mrcs")
     D, apix = int(table.box[0]), float(table.apix[0])
     conf = table.particles["cryoscapeConformation"].to_numpy() // 10
-    R = table.rotations()
+    R = table_poses(table)[0]
     offsets = -torch.as_tensor(table.shifts_angst())  # STAR origin is minus the particle's offset
     coords = torch.as_tensor(models.coords)[conf]
     proj = project_atoms_real(coords, R, 3.0, D, apix, offsets)
     ky, kx = rfreq_grid_2d(D, apix, dtype=torch.float64)
-    ref = irfft2_centered(rfft2_centered(proj) * ctf_from_params(table.ctf_params(), kx, ky), D)
+    ref = irfft2_centered(rfft2_centered(proj) * ctf_from_params(table_ctf(table), kx, ky), D)
     got = torch.as_tensor(np.array(clean, np.float64))
     err = float((got - ref).norm() / ref.norm())
     assert err < 2e-3, err  # float32 files, PDB coordinates rounded to 1e-3 Å

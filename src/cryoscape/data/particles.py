@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..geometry.poses import Poses
+from ..geometry.rotations import euler_to_matrix
 from ..io.errors import InputError
 from ..io.mrc import read_stack, read_stack_header
 from ..physics.ctf import CTFParams
 
-__all__ = ["ParticleData", "load_particles", "read_indices"]
+__all__ = ["ParticleData", "load_particles", "read_indices", "table_poses", "table_ctf"]
 
 _APIX_RTOL = 0.01
 OPEN_STACKS = 64
@@ -102,6 +104,14 @@ class ParticleData:
                             self.origins_A[idx], None if self.ctf is None else self.ctf.subset(torch.as_tensor(idx)),
                             self.apix, self.D, self.source, list(self.notes))
 
+    @property
+    def poses(self) -> Poses | None:
+        """The poses as :class:`cryoscape.geometry.poses.Poses` (float64, CPU; ``shift_A = −origins_A``),
+        or None when the set has none."""
+        if self.rotations is None:
+            return None
+        return Poses.from_relion(self.rotations, self.origins_A)
+
     def check_finite(self, block_bytes: int = SCAN_BYTES, progress=None) -> None:
         """Scan every image of the set for NaN/inf pixels, in blocks of about ``block_bytes`` read in file
         order from the memory maps (so memory stays at one block); raise :class:`InputError` naming the
@@ -146,6 +156,20 @@ class ParticleData:
             bad = idx[~np.isfinite(out).all(axis=(1, 2))][0]
             raise InputError(self.stack_of[bad], f"image {self.index_in_stack[bad] + 1} contains NaN or inf")
         return out
+
+
+def table_poses(table) -> tuple[torch.Tensor, np.ndarray]:
+    """Poses of a :class:`cryoscape.io.star.ParticleTable`: ``(R (N, 3, 3) float64 tensor, RELION origins
+    (N, 2) Å)``, ``R = Rz(psi) Ry(tilt) Rz(rot)`` from the ZYZ Euler angles in degrees (CONVENTIONS.md).
+    Raises :class:`InputError` naming the file when an angle column is missing."""
+    R = euler_to_matrix(torch.as_tensor(np.deg2rad(table.euler_deg())))
+    return R, table.shifts_angst()
+
+
+def table_ctf(table) -> CTFParams:
+    """:class:`CTFParams` of every particle of a :class:`cryoscape.io.star.ParticleTable` (its
+    :meth:`~cryoscape.io.star.ParticleTable.ctf_columns`; angles in radians)."""
+    return CTFParams(**table.ctf_columns())
 
 
 def _open_stacks(paths, where) -> tuple[dict, int, float]:
@@ -257,10 +281,10 @@ def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: 
         if "rlnImagePixelSize" in table.particles and len(np.unique(table.apix)) > 1:
             raise InputError(particles, "particles have different pixel sizes; process optics groups separately")
         if poses is None and table.has_poses():
-            R, origins = table.rotations(), table.shifts_angst()
+            R, origins = table_poses(table)
         if ctf is None:
             if all(c in table.particles for c in ("rlnDefocusU", "rlnDefocusV")):
-                ctf_params = table.ctf_params()
+                ctf_params = table_ctf(table)
             else:
                 what = "CTF columns" if suffix == ".star" else "CTF fields"
                 notes.append(f"{particles.name} has no {what}: running CTF-free")

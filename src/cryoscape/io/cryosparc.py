@@ -23,7 +23,7 @@ cryoSPARC field            column (unit)
 =========================  ================================================================
 
 CTF fields are optional (a table without them simply lacks those columns, and
-:meth:`ParticleTable.ctf_params` then says which are missing); the ``blob`` fields are required.
+:meth:`ParticleTable.ctf_columns` then says which are missing); the ``blob`` fields are required.
 
 Optics groups: the table gets one optics group per distinct combination of voltage, Cs, amplitude
 contrast, pixel size and box size (one group for an ordinary single-dataset export), numbered from 1

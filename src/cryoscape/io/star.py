@@ -3,7 +3,9 @@
 Reading gives a :class:`ParticleTable`: one row per particle with the optics-group columns merged in
 (``rlnVoltage``, ``rlnSphericalAberration``, ``rlnAmplitudeContrast``, ``rlnImagePixelSize``,
 ``rlnImageSize``), shifts in Å (``rlnOriginXAngst/YAngst``; RELION 3.0's pixel shifts are converted),
-and helpers that turn columns into poses, CTF parameters and image locations. Writing produces a
+and helpers that give the pose angles, the CTF columns and the image locations as plain arrays (io builds
+no physics objects: :func:`cryoscape.data.particles.table_poses` and :func:`~cryoscape.data.particles.table_ctf`
+turn them into pose matrices and ``CTFParams``). Writing produces a
 RELION 3.1 file with ``data_optics`` and ``data_particles`` blocks.
 
 Meaning of the columns (CONVENTIONS.md): Euler angles ZYZ in degrees with ``R = Rz(psi) Ry(tilt) Rz(rot)``;
@@ -101,13 +103,6 @@ class ParticleTable:
         self.require(POSE_COLUMNS, "poses")
         return self.particles[list(POSE_COLUMNS)].to_numpy(dtype=np.float64, copy=True)
 
-    def rotations(self):
-        """``(N, 3, 3)`` float64 torch pose matrices from the Euler angles."""
-        import torch
-
-        from ..geometry.rotations import euler_to_matrix
-        return euler_to_matrix(torch.as_tensor(np.deg2rad(self.euler_deg())))
-
     def shifts_angst(self) -> np.ndarray:
         """``(N, 2)`` (rlnOriginXAngst, rlnOriginYAngst) in Å; zeros when absent."""
         cols = ["rlnOriginXAngst", "rlnOriginYAngst"]
@@ -115,15 +110,19 @@ class ParticleTable:
             return np.zeros((len(self), 2))
         return self.particles[cols].to_numpy(dtype=np.float64, copy=True)
 
-    def ctf_params(self):
-        """:class:`cryoscape.physics.ctf.CTFParams` of every particle (angles converted to radians)."""
-        from ..physics.ctf import CTFParams
+    def ctf_columns(self) -> dict:
+        """The CTF of every particle as plain ``(N,)`` float64 arrays, in the units of
+        :class:`cryoscape.physics.ctf.CTFParams` (angles converted to radians): ``defocus_u``,
+        ``defocus_v`` (Å), ``angle_ast`` (rad), ``voltage_kv``, ``cs_mm``, ``amp_contrast``,
+        ``phase_shift`` (rad; 0 when absent), ``bfactor`` (Å²; 0 when absent). io builds no physics
+        objects: :func:`cryoscape.data.particles.table_ctf` turns this into ``CTFParams``."""
         self.require(CTF_COLUMNS, "the CTF")
         p = self.particles
         get = lambda c, d=0.0: p[c].to_numpy(dtype=np.float64, copy=True) if c in p else np.full(len(p), d)  # noqa: E731
-        return CTFParams(get("rlnDefocusU"), get("rlnDefocusV"), np.deg2rad(get("rlnDefocusAngle")),
-                         get("rlnVoltage"), get("rlnSphericalAberration"), get("rlnAmplitudeContrast"),
-                         np.deg2rad(get("rlnPhaseShift")), get("rlnCtfBfactor"))
+        return {"defocus_u": get("rlnDefocusU"), "defocus_v": get("rlnDefocusV"),
+                "angle_ast": np.deg2rad(get("rlnDefocusAngle")), "voltage_kv": get("rlnVoltage"),
+                "cs_mm": get("rlnSphericalAberration"), "amp_contrast": get("rlnAmplitudeContrast"),
+                "phase_shift": np.deg2rad(get("rlnPhaseShift")), "bfactor": get("rlnCtfBfactor")}
 
     def image_locations(self, datadir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(indices 0-based, resolved stack paths)`` of every particle's image.
