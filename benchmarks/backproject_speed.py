@@ -38,7 +38,8 @@ from _figures import print_figures  # noqa: E402
 
 from cryoscape.analysis.fsc import fsc, resolution_at  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
-from cryoscape.data.simulate import MapSource, SimulationConfig, simulate_to_folder  # noqa: E402
+from cryoscape.data.simulate import MapSource, SimulationConfig  # noqa: E402
+from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.io.mrc import read_map  # noqa: E402
 from cryoscape.physics import atoms_to_volume  # noqa: E402

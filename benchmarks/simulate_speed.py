@@ -43,7 +43,8 @@ from _figures import print_figures  # noqa: E402
 
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.simulate import (AtomSource, MapSource, SimulationConfig, add_dataset_noise,  # noqa: E402
-                                     plan_simulation, render_images, simulate_to_folder)
+                                     plan_simulation, render_images)
+from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.io.mrc import write_map  # noqa: E402
 from cryoscape.physics import atoms_to_volume  # noqa: E402

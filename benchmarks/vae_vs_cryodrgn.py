@@ -43,7 +43,8 @@ from peers import cryodrgn_vae as peer  # noqa: E402
 from cryoscape.analysis.heterogeneity import map_auc, neighborhood_similarity  # noqa: E402
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.particles import load_particles  # noqa: E402
-from cryoscape.data.simulate import AtomSource, SimulationConfig, simulate_to_folder  # noqa: E402
+from cryoscape.data.simulate import AtomSource, SimulationConfig  # noqa: E402
+from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.io.mrc import read_map  # noqa: E402
 from cryoscape.methods.backproject import BackprojectConfig, backproject  # noqa: E402

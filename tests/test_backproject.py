@@ -11,12 +11,13 @@ import torch
 from cryoscape.analysis.fsc import fsc
 from cryoscape.cli.main import main
 from cryoscape.data.particles import load_particles
-from cryoscape.data.simulate import AtomSource, SimulationConfig, simulate_to_folder
+from cryoscape.data.simulate import AtomSource, SimulationConfig
 from cryoscape.io.mrc import read_map, read_stack, write_map, write_stack
 from cryoscape.io.star import read_star
 from cryoscape.methods.backproject import BackprojectConfig, backproject
 from cryoscape.methods.downsample import crop_images, crop_volume
 from cryoscape.physics import atoms_to_volume, project_atoms_real
+from cryoscape.runs.simulate import simulate_to_folder
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CRYODRGN = ROOT / ".venv-peers" / "cryodrgn" / "bin" / "cryodrgn"
 
 def _simulate(out, n, D, snr, seed=3):
-    from cryoscape.data.simulate import AtomSource, SimulationConfig, simulate_to_folder
+    from cryoscape.data.simulate import AtomSource, SimulationConfig
+    from cryoscape.runs.simulate import simulate_to_folder
     g = torch.Generator().manual_seed(0)
     coords = torch.randn(80, 3, generator=g, dtype=torch.float64) * 6
     cfg = SimulationConfig(n_images=n, box=D, apix=2.0, snr=snr, sigma=2.5, shift_max_A=3.0, astigmatism_um=0.1,

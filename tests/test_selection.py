@@ -15,7 +15,8 @@ from cryoscape.io.star import read_star
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """40 noisy 32-px particles of random Gaussian atoms (STAR + one stack, relative image names)."""
-    from cryoscape.data.simulate import AtomSource, SimulationConfig, simulate_to_folder
+    from cryoscape.data.simulate import AtomSource, SimulationConfig
+    from cryoscape.runs.simulate import simulate_to_folder
     g = torch.Generator().manual_seed(0)
     coords = torch.randn(60, 3, generator=g, dtype=torch.float64) * 5
     cfg = SimulationConfig(n_images=40, box=32, apix=2.0, snr=1.0, sigma=2.5, shift_max_A=2.0, seed=3)

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from cryoscape.data.particles import table_ctf, table_poses
-from cryoscape.data.simulate import (AtomSource, MapSource, SimulationConfig, plan_simulation, render_images,
-                                    simulate_to_folder)
+from cryoscape.data.simulate import AtomSource, MapSource, SimulationConfig, plan_simulation, render_images
 from cryoscape.io.errors import InputError
 from cryoscape.io.models import read_model
 from cryoscape.io.mrc import read_map, read_stack
 from cryoscape.io.star import read_star
 from cryoscape.physics import atoms_to_volume, ctf_from_params, project_atoms_real, rfft2_centered, rfreq_grid_2d
 from cryoscape.physics.fourier import irfft2_centered
+from cryoscape.runs.simulate import simulate_to_folder
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_invalid_options_and_box_too_small(small_adk):
 
 def test_resume_after_interruption_gives_identical_files(tmp_path, small_adk, monkeypatch):
     """A run killed in the middle of writing resumes from its checkpoint; the result equals a clean run."""
-    import cryoscape.data.simulate as sim
+    import cryoscape.data.simulate.render as sim  # where the SNR pass and the chunk loop find render_images
     ref, _ = _sim(tmp_path, "ref", small_adk)
     real = sim.render_images
     calls = {"n": 0}

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-__all__ = ["simulate", "demo", "parse_frames", "load_source"]
-
-_MAP_SUFFIXES = {".mrc", ".map", ".mrcs"}
+__all__ = ["simulate", "demo", "parse_frames"]
 
 
 def parse_frames(text: str | None):
@@ -28,38 +25,6 @@ def parse_frames(text: str | None):
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise InputError("--frames", f"cannot parse {text!r} (use 0,5,9 or start:stop:step)") from None
-
-
-def load_source(input_path: Path | None, topology: Path | None, atoms: str, frames, stride: int,
-                sigma: float, apix: float | None, projection: str = "auto"):
-    """Build the simulator source from the inputs.
-
-    Returns ``(source, frame_ids, conformations or None, info dict)``.
-    """
-    import numpy as np
-
-    from ..data.embedded import adk_files
-    from ..data.simulate import AtomSource, MapSource
-    from ..io.errors import InputError
-    from ..io.models import read_structure
-
-    if input_path is None:
-        topology, input_path = adk_files()
-    if input_path.suffix.lower() in _MAP_SUFFIXES:
-        from ..io.mrc import read_map
-        vol, header_apix = read_map(input_path)
-        if vol.shape[0] != vol.shape[1] or vol.shape[1] != vol.shape[2]:
-            raise InputError(input_path, f"map must be cubic, found {vol.shape}")
-        a = apix or header_apix
-        if not a:
-            raise InputError(input_path, "header has no voxel size; give --apix")
-        return MapSource(vol, a), np.zeros(1, dtype=np.int64), None, {"map": str(input_path), "apix": a}
-    conf = read_structure(input_path, topology, atoms, frames, stride)
-    info = {"model": str(input_path), "topology": str(topology) if topology else None, "atoms": atoms,
-            "n_frames": conf.n_frames, "n_atoms": conf.n_atoms, "projection": projection}
-    centred = conf.coords - conf.coords.mean(axis=1, keepdims=True)
-    conf.coords = centred
-    return AtomSource(centred, sigma, projection=projection), conf.frames, conf, info
 
 
 def simulate(
@@ -101,26 +66,20 @@ def simulate(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ):
     """Simulate particle images with ground truth: projection, shift, CTF and noise."""
-    from ..data.simulate import PROJECTIONS, SimulationConfig, simulate_to_folder
-    from ..io.atomic import check_can_write
-    from ..io.errors import InputError
+    from ..data.simulate import SimulationConfig
+    from ..runs.simulate import run_simulate
 
-    check_can_write(out, overwrite)
     cfg = SimulationConfig(
-        n_images=n_images, box=box, apix=apix, snr=snr if snr != math.inf else math.inf, sigma=sigma,
+        n_images=n_images, box=box, apix=apix, snr=snr, sigma=sigma,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, astigmatism_um=astigmatism,
         voltage_kv=voltage, cs_mm=cs, amp_contrast=amp_contrast, bfactor=bfactor,
         phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, sampling=sampling, seed=seed, chunk=chunk,
         ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)
-    cfg.validate()
-    if projection not in PROJECTIONS:
-        raise InputError("--projection", f"must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
-    source, frame_ids, conf, info = load_source(input_path, topology, atoms, parse_frames(frames), stride,
-                                                sigma, apix, projection)
-    summary = simulate_to_folder(out, source, cfg, source_info=info, frame_ids=frame_ids, truth_models=conf,
-                                 overwrite=overwrite, show_progress=not no_progress)
+    summary = run_simulate(cfg, out, input_path=input_path, topology=topology, atoms=atoms,
+                           frames=parse_frames(frames), stride=stride, projection=projection, overwrite=overwrite,
+                           show_progress=not no_progress)
     typer.echo(json.dumps(summary))
-    typer.echo(f"wrote {out}/particles.star, particles.mrcs, truth/, previews/")
+    typer.echo(f"wrote {out}/particles.star, particles.mrcs, truth/, previews/, metrics.json")
 
 
 def demo(
@@ -132,7 +91,8 @@ def demo(
     """Run the main job on the embedded AdK dataset: simulate a heterogeneous particle dataset, reconstruct
     its consensus map with half maps and FSC, and recover a Cα model per particle (spectral method)."""
     from ..data.particles import load_particles
-    from ..data.simulate import SimulationConfig, simulate_to_folder
+    from ..data.simulate import SimulationConfig
+    from ..runs.simulate import load_source, simulate_to_folder
     from ..methods.backproject import BackprojectConfig, backproject, write_result
     from ..utils.progress import progress_bar
 
