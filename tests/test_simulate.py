@@ -239,3 +239,29 @@ def test_pinned_bytes_of_a_small_simulation(tmp_path, kind):
         warnings.warn(f"{kind}: simulation bytes differ from the pinned ones on this machine; the clean images "
                       "agree with the pinned fingerprint (last-bit rounding of the FFT library)")
 
+
+
+def test_device_option(tmp_path, capsys):
+    """--device: an unknown name, or CUDA without a GPU, is refused in one line before anything is written;
+    with a GPU the images formed there agree with the CPU's to float32 rounding."""
+    from cryoscape.cli.main import main
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as exc:
+            main(["simulate", "-n", "6", "--snr", "inf", "--no-progress", *map(str, argv)])
+        return exc.value.code, capsys.readouterr().err
+
+    refused = [("banana", "expected auto, cpu, cuda")]
+    if not torch.cuda.is_available():
+        refused.append(("cuda", "no GPU"))
+    for name, needle in refused:
+        code, err = run("--device", name, "-o", tmp_path / name)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err and "--device" in err, err
+        assert not list(tmp_path.iterdir())
+    if torch.cuda.is_available():
+        for dev in ("cpu", "cuda"):
+            code, err = run("--device", dev, "--shift-max", 3, "--astigmatism", 0.1, "-o", tmp_path / dev)
+            assert code in (0, None), err
+        a, b = (np.asarray(read_stack(tmp_path / d / "particles.mrcs")[0], np.float64) for d in ("cpu", "cuda"))
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-5
+        assert "device: cuda" in (tmp_path / "cuda" / "config.yaml").read_text()

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.simulate import (AtomSource, MapSource, SimulationConfig, add_dataset_noise, clean_variance,
                              plan_simulation, render_chunks, render_images, simulation_fingerprint)
@@ -70,17 +71,21 @@ def load_source(input_path: Path | None, topology: Path | None, atoms: str, fram
 
 def run_simulate(cfg: SimulationConfig, out: Path, *, input_path: Path | None = None, topology: Path | None = None,
                  atoms: str = "ca", frames=None, stride: int = 1, projection: str = "auto",
-                 overwrite: bool = False, show_progress: bool = True, device=None) -> dict:
+                 overwrite: bool = False, show_progress: bool = True, device: str = "cpu") -> dict:
     """The ``simulate`` command: check the options, read the source, simulate into ``out``.
 
-    Every refusal (:class:`InputError`: options, an existing ``out``, unreadable inputs, a box too small)
-    comes before anything is written. Returns :func:`simulate_to_folder`'s summary.
+    ``device``: ``cpu`` (the numba splat kernel; the same bytes on every machine), ``cuda``, ``cuda:N`` or
+    ``auto`` (:func:`~cryoscape.utils.devices.resolve_device`). Every refusal (:class:`InputError`: options,
+    the device, an existing ``out``, unreadable inputs, a box too small) comes before anything is written.
+    Returns :func:`simulate_to_folder`'s summary.
     """
     from ..data.simulate import PROJECTIONS
     from ..io.atomic import check_can_write
+    from ..utils.devices import resolve_device
 
     check_can_write(out, overwrite)
     cfg.validate()
+    device = resolve_device(device)
     if projection not in PROJECTIONS:
         raise InputError("--projection", f"must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     source, frame_ids, conf, info = load_source(input_path, topology, atoms, frames, stride, cfg.sigma, cfg.apix,
@@ -137,7 +142,8 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
 
     ``frame_ids``: the input frame number of each conformation (STAR ``_cryoscapeConformation``);
     ``truth_models``: a :class:`~cryoscape.io.models.Conformations` whose atom names go into ``models.pdb``.
-    An interrupted run resumes when called again with the same options and source (module docstring).
+    An interrupted run resumes when called again with the same options, source and device (module docstring).
+    ``device``: where the images are formed (None: the CPU).
 
     Returns:
         A summary dict: ``n_images``, ``box_px``, ``apix_A``, ``noise_sigma``, ``snr_requested``,
@@ -151,9 +157,10 @@ def simulate_to_folder(out_dir: str | Path, source, cfg: SimulationConfig, *, so
     check_can_write(out_dir, overwrite)
     plan = plan_simulation(cfg, source, frame_ids)
     n, D, apix = cfg.n_images, plan.box, plan.apix
-    fingerprint = simulation_fingerprint(cfg, source, plan)
-    config = {"command": "simulate", "source": source_info or {}, **asdict(cfg),
-              "resolved": {"box": D, "apix": apix, "projection": source.projection_used(apix)}}
+    device = torch.device(device or "cpu")
+    fingerprint = simulation_fingerprint(cfg, source, plan, device)
+    resolved = {"box": D, "apix": apix, "projection": source.projection_used(apix), "device": str(device)}
+    config = {"command": "simulate", "source": source_info or {}, **asdict(cfg), "resolved": resolved}
     inputs = {"source": source_info or {}, "kind": source.kind, "n_conformations": int(source.n_conformations)}
     run = RunFolder(out_dir, "simulate", config, overwrite=overwrite, resume=True, inputs=inputs)
     ck = _Checkpoint.load(run.dir, fingerprint) if run.dir.is_dir() else None

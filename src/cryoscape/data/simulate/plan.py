@@ -110,11 +110,11 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
 
 
 
-def simulation_fingerprint(cfg: SimulationConfig, source, plan: SimulationPlan) -> str:
-    """A hash of everything that determines the output bytes: options, source data, frame ids and geometry
-    (a resumed run continues only when it matches)."""
+def simulation_fingerprint(cfg: SimulationConfig, source, plan: SimulationPlan, device="cpu") -> str:
+    """A hash of everything that determines the output bytes: options, source data, frame ids, geometry and
+    the device the images are formed on (a resumed run continues only when it matches)."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
     h.update(source.fingerprint_bytes())
     h.update(np.ascontiguousarray(plan.frame_ids).tobytes())
-    h.update(f"{plan.box} {plan.apix}".encode())
+    h.update(f"{plan.box} {plan.apix} {device}".encode())
     return h.hexdigest()
