@@ -1,45 +1,45 @@
-"""Fourier shell correlation between two maps.
+"""Fourier shell correlation between two maps, and the figures read off it.
 
 ``FSC(r) = Re Σ_{|k|∈r} F1 F2* / sqrt(Σ |F1|² · Σ |F2|²)`` over integer shells ``r = 0 .. D//2 − 1``
-(in pixels of frequency; shell ``r`` holds ``r − ½ ≤ |k| < r + ½``), frequency ``r / (D · apix)``.
-Sums use a shell histogram (``bincount``), so the cost is one FFT per map.
+(in pixels of frequency; shell ``r`` holds ``r − ½ ≤ |k| < r + ½``), frequency ``r / (D · apix)``. The
+shell sums are :func:`cryoscape.physics.likelihood.shell_correlation` on the shells of
+:func:`cryoscape.physics.imaging.shell_index_3d` (the core every method shares); this module takes and gives
+numpy arrays and adds the resolution, the FSC-AUC and the real-space correlation.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from ..physics.imaging import shell_index_3d
+from ..physics.likelihood import shell_correlation
 
 __all__ = ["fsc", "shell_frequencies", "resolution_at", "fsc_auc", "real_space_correlation"]
 
 
-def _shell_index(D: int) -> np.ndarray:
-    f = np.fft.fftshift(np.fft.fftfreq(D)) * D  # centred integer frequencies
-    r = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
-    return np.rint(r).astype(np.int64)
+def fsc(map1, map2, mask=None) -> np.ndarray:
+    """FSC per shell, ``(D//2,)`` float64 for two ``(D, D, D)`` maps (numpy or torch, any scale), optionally
+    both multiplied by ``mask`` (real space) first.
 
-
-def fsc(map1: np.ndarray, map2: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """FSC per shell, ``(D//2,)`` for two ``(D, D, D)`` maps (any scale), optionally both multiplied
-    by ``mask`` (real space) first."""
-    a, b = np.asarray(map1, np.float64), np.asarray(map2, np.float64)
+    The sums run over the ``rfftn`` half space with Friedel weights (2 for a point that stands for itself
+    and its mirror ``−k``, 1 on the planes ``kx = 0`` and, for even ``D``, ``kx = D/2``, which hold both), the
+    same sums as over the whole transform at half the cost."""
+    a, b = (torch.as_tensor(np.asarray(m, np.float64)) for m in (map1, map2))
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
-        raise ValueError(f"maps must be cubic and equal in shape, got {a.shape} and {b.shape}")
+        raise ValueError(f"maps must be cubic and equal in shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if mask is not None:
-        m = np.asarray(mask, np.float64)
+        m = torch.as_tensor(np.asarray(mask, np.float64))
         if m.shape != a.shape:
-            raise ValueError(f"mask shape {m.shape} differs from the maps' {a.shape}")
+            raise ValueError(f"mask shape {tuple(m.shape)} differs from the maps' {tuple(a.shape)}")
         a, b = a * m, b * m
     D = a.shape[0]
-    F1 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(a)))
-    F2 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(b)))
-    shell = _shell_index(D).ravel()
-    n = D // 2
-    keep = shell < n
-    s = shell[keep]
-    num = np.bincount(s, (F1 * np.conj(F2)).real.ravel()[keep], minlength=n)
-    p1 = np.bincount(s, (np.abs(F1) ** 2).ravel()[keep], minlength=n)
-    p2 = np.bincount(s, (np.abs(F2) ** 2).ravel()[keep], minlength=n)
-    return num / np.sqrt(np.maximum(p1 * p2, 1e-300))
+    fa, fb = (torch.fft.rfftn(torch.fft.ifftshift(v)) for v in (a, b))
+    friedel = torch.full((D // 2 + 1,), 2.0, dtype=torch.float64)
+    friedel[0] = 1.0
+    if D % 2 == 0:
+        friedel[-1] = 1.0
+    return shell_correlation(fa, fb, shell_index_3d(D, rfft=True), D // 2, friedel).numpy()
 
 
 def shell_frequencies(D: int, apix: float) -> np.ndarray:

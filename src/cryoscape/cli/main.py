@@ -8,7 +8,9 @@ import sys
 import typer
 
 from . import filter as _filter
-from . import reconstruct as _reconstruct
+from . import backproject as _backproject
+from . import downsample as _downsample
+from . import fsc as _fsc
 from . import simulate as _simulate
 from . import spectral as _spectral
 from . import vae as _vae
@@ -17,9 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_simulate.demo)
-app.command("backproject")(_reconstruct.backproject)
-app.command("fsc")(_reconstruct.fsc_cmd)
-app.command("downsample")(_reconstruct.downsample)
+app.command("backproject")(_backproject.backproject)
+app.command("fsc")(_fsc.fsc_cmd)
+app.command("downsample")(_downsample.downsample)
 app.command("spectral")(_spectral.spectral)
 app.command("train-vae")(_vae.train_vae_cmd)
 app.command("eval-vol")(_vae.eval_vol)

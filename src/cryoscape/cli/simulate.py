@@ -95,7 +95,8 @@ def demo(
     from ..data.particles import load_particles
     from ..data.simulate import SimulationConfig
     from ..runs.simulate import load_source, simulate_to_folder
-    from ..methods.backproject import BackprojectConfig, backproject, write_result
+    from ..methods.reconstruct import BackprojectConfig
+    from ..runs.reconstruct import backproject_to_folder
     from ..utils.progress import progress_bar
 
     cfg = SimulationConfig(n_images=n_images, box=64, snr=0.1, sigma=3.0, defocus_min_um=1.5,
@@ -108,10 +109,8 @@ def demo(
     typer.echo(f"demo: dataset in {out}/simulate (particles.star, particles.mrcs, truth/, previews/*.png)")
     data = load_particles(out / "simulate" / "particles.star")
     cfg_bp = BackprojectConfig()
-    with progress_bar(len(data), "backprojecting", not no_progress) as bar:
-        result = backproject(data, cfg_bp, bar)
-    bp = write_result(out / "backproject", result, {"command": "demo backproject", **cfg_bp.__dict__},
-                      overwrite=overwrite)
+    bp = backproject_to_folder(data, out / "backproject", cfg_bp, {"command": "demo backproject", **cfg_bp.__dict__},
+                               overwrite=overwrite, progress=not no_progress, command="demo backproject")
     typer.echo(json.dumps({k: bp[k] for k in ("n_images", "resolution_fsc0.143_A", "resolution_fsc0.5_A")}))
     typer.echo(f"demo: consensus map in {out}/backproject (map.mrc, half maps, fsc.png)")
     # 3. Atomic model per particle by the spectral method (graph from the images; the truth only scores it).

@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "fft2_centered", "ifft2_centered", "fft3_centered", "ifft3_centered",
     "rfft2_centered", "irfft2_centered", "freq_grid_2d", "rfreq_grid_2d", "freq_1d", "half_box_shift_sign",
+    "rfft_radius_px", "nyquist_disc",
 ]
 
 
@@ -82,3 +83,20 @@ def rfreq_grid_2d(D: int, apix: float = 1.0, dtype=torch.float32, device=None):
     ky = torch.fft.fftfreq(D, d=apix, dtype=dtype, device=device)
     kx = torch.fft.rfftfreq(D, d=apix, dtype=dtype, device=device)
     return torch.meshgrid(ky, kx, indexing="ij")
+
+
+def rfft_radius_px(D: int, pad: int = 1, device=None) -> torch.Tensor:
+    """``|k|`` in pixels of image frequency ``1/(D apix)`` on the ``rfft2`` half plane of a canvas of
+    ``Dp = pad · D`` pixels: ``(Dp, Dp//2 + 1)`` float64 (exact for the integer lattice)."""
+    Dp = pad * D
+    i = torch.arange(Dp, dtype=torch.float64, device=device)
+    ky = torch.where(i < (Dp + 1) // 2, i, i - Dp)[:, None]  # fftfreq · Dp, as exact integers
+    kx = torch.arange(Dp // 2 + 1, dtype=torch.float64, device=device)[None, :]
+    return torch.sqrt(kx * kx + ky * ky) / pad
+
+
+def nyquist_disc(radius_px: torch.Tensor, D: int) -> torch.Tensor:
+    """THE Nyquist-disc convention of a ``D``-pixel image: ``|k| ≤ D/2`` (``radius_px`` from
+    :func:`rfft_radius_px`), the circle through the Nyquist frequency included. :class:`~cryoscape.physics.
+    imaging.ImagingGrid` (``disc``, ``points``) and the Fourier-slice projector's default use it."""
+    return radius_px <= D / 2

@@ -33,13 +33,14 @@ import torch
 
 from ..geometry.poses import Poses
 from .ctf import CTFParams, ctf_from_basis, ctf_phase_basis
-from .fourier import half_box_shift_sign, irfft2_centered, rfft2_centered, rfreq_grid_2d
+from .fourier import (half_box_shift_sign, irfft2_centered, nyquist_disc, rfft2_centered, rfft_radius_px,
+                      rfreq_grid_2d)
 from .gaussian import project_atoms_real, projected_xy, splat_atoms, splat_filter
 from .shift import phase_ramp
 from .slice import FourierSliceProjector
 
 __all__ = ["ImagingGrid", "Projector", "GaussianAtoms", "VoxelMap", "FourierField", "forward", "forward_points",
-           "forward_images", "centre", "adjoint", "SPLAT_MIN_SIGMA_PX"]
+           "forward_images", "centre", "adjoint", "shell_index_3d", "SPLAT_MIN_SIGMA_PX"]
 
 SPLAT_MIN_SIGMA_PX = 1.5  # "auto" splats atoms when σ ≥ this many pixels (relative error ≲ 5e-4, measured)
 
@@ -99,15 +100,12 @@ class ImagingGrid:
     @property
     def radius_px(self) -> torch.Tensor:
         """``|k|`` in pixels of ``1/(D apix)``, ``(Dp, W)`` (float64 for exact comparisons)."""
-        def make():
-            ky, kx = rfreq_grid_2d(self.Dp, 1.0 / self.Dp, dtype=torch.float64, device=self.device)
-            return torch.sqrt(kx * kx + ky * ky) / self.pad
-        return self._cached("radius", make)
+        return self._cached("radius", lambda: rfft_radius_px(self.D, self.pad, self.device))
 
     @property
     def disc(self) -> torch.Tensor:
         """The Nyquist disc ``|k| ≤ D/2`` (module docstring), ``(Dp, W)`` bool."""
-        return self._cached("disc", lambda: self.radius_px <= self.D / 2)
+        return self._cached("disc", lambda: nyquist_disc(self.radius_px, self.D))
 
     @property
     def shell(self) -> torch.Tensor:
@@ -206,6 +204,22 @@ class ImagingGrid:
     def transform(self, images: torch.Tensor) -> torch.Tensor:
         """Real images ``(N, D, D)`` → canvas transforms ``(N, Dp, W)`` (zero-padded, then the FFT)."""
         return rfft2_centered(self.pad_images(images))
+
+
+def shell_index_3d(D: int, size: int | None = None, device=None, rfft: bool = False) -> torch.Tensor:
+    """The 3-D counterpart of :attr:`ImagingGrid.shell`: shell ``round(|q| · D / size)`` of every voxel of the
+    transform of a ``D``-voxel map on a ``size``-voxel grid, in pixels of ``1/(D apix)``, int64. ``size``
+    defaults to ``D`` (a map's own transform); a transform padded to ``size > D`` (backprojection) keeps the
+    same shells. FSC shells are ``0 .. D//2 − 1``.
+
+    Layout: centred ``(size,)*3`` (DC at index ``size // 2``, as :func:`~cryoscape.physics.fourier.fft3_centered`
+    gives), or with ``rfft`` the ``(size, size, size//2 + 1)`` half space of ``torch.fft.rfftn`` (DC at 0)."""
+    n = D if size is None else int(size)
+    i = torch.arange(n, dtype=torch.float64, device=device)
+    q = torch.where(i < (n + 1) // 2, i, i - n) if rfft else i - n // 2
+    qx = i[: n // 2 + 1] if rfft else q
+    rr = torch.sqrt(q[:, None, None] ** 2 + q[None, :, None] ** 2 + qx[None, None, :] ** 2) * (D / n)
+    return torch.round(rr).to(torch.int64)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -322,7 +336,7 @@ class VoxelMap:
     def project_fourier(self, poses: Poses, grid: ImagingGrid, index: torch.Tensor | None = None) -> torch.Tensor:
         if grid.D != self.volume.shape[-1]:
             raise ValueError(f"map of {self.volume.shape[-1]} voxels projected on a {grid.D}-pixel grid")
-        f = self.slicer.project_fourier(poses.R.to(self.volume.dtype))
+        f = self.slicer.project_fourier(poses.R.to(self.volume.dtype), grid.points if grid.pad == 1 else None)
         ky, kx = rfreq_grid_2d(grid.D, grid.apix, dtype=self.volume.dtype, device=f.device)
         return f * phase_ramp(kx, ky, poses.shift_A.to(self.volume.dtype))
 
@@ -432,7 +446,7 @@ def centre(images: torch.Tensor, poses: Poses, grid: ImagingGrid) -> torch.Tenso
 def adjoint(f: torch.Tensor, poses: Poses, grid: ImagingGrid, ctf: CTFParams | None, inserter) -> None:
     """The adjoint of projection and CTF: insert centred transforms ``f`` ``(N, Dp, Dp//2 + 1)`` (from
     :func:`centre`), each times its CTF, at its central slice ``Rᵀ (kx, ky, 0)`` into ``inserter`` (a
-    :class:`~cryoscape.physics.backproject.FourierInserter` of the same ``D`` and ``pad``), and the CTF² into
+    :class:`~cryoscape.physics.insert.FourierInserter` made on the same grid), and the CTF² into
     its weights. ``inserter.grids()`` then holds the numerator and weights of the Wiener estimate."""
     c = None if ctf is None else grid.ctf(ctf)
     inserter.insert(f, c, poses.R.to(device=f.device, dtype=grid.dtype), grid.apix)

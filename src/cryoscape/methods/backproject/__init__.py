@@ -1,5 +1,5 @@
-"""Homogeneous reconstruction by direct Fourier inversion, with half maps and FSC."""
+"""Former name of :mod:`cryoscape.methods.reconstruct`, kept for the callers that import it by that name."""
 
-from .core import BackprojectConfig, BackprojectResult, backproject, write_result
+from ..reconstruct import BackprojectConfig, BackprojectResult, backproject, check_config, split_halves
 
-__all__ = ["BackprojectConfig", "BackprojectResult", "backproject", "write_result"]
+__all__ = ["BackprojectConfig", "BackprojectResult", "backproject", "check_config", "split_halves"]

@@ -51,33 +51,29 @@ def variability_coordinates(data, box: int = 32, k: int = 2, resolution_A: float
     Returns:
         ``(N, k)`` float64 coordinates, to use as graph features.
     """
+    from ...geometry.poses import Poses
     from ...methods.downsample import crop_images
-    from ...physics.backproject import FourierInserter, invert
-    from ...physics.ctf import ctf_from_params
-    from ...physics.fourier import rfft2_centered, rfreq_grid_2d
-    from ...physics.shift import phase_ramp
-    from ...physics.slice import FourierSliceProjector
+    from ...physics.imaging import ImagingGrid, VoxelMap, adjoint, centre, forward
+    from ...physics.insert import FourierInserter, invert
 
     N, D = len(data), data.D
     box = min(box, D)
     imgs = torch.from_numpy(data.images(slice(0, N)))
     imgs = crop_images(imgs, box) if box < D else imgs.to(torch.float64)
-    apix = data.apix * D / box
-    ky, kx = rfreq_grid_2d(box, apix, dtype=torch.float64)
-    y = rfft2_centered(imgs) * phase_ramp(kx, ky, torch.as_tensor(data.origins_A))
-    ctf = ctf_from_params(data.ctf, kx, ky) if data.ctf is not None else None
-    R = data.rotations.to(torch.float64)
-    low = ((kx * kx + ky * ky).sqrt() < 1.0 / resolution_A).to(torch.float64)
+    grid = ImagingGrid(box, data.apix * D / box, dtype=torch.float64)
+    poses = Poses.from_relion(data.rotations.to(torch.float64), data.origins_A)
+    y = centre(imgs, poses, grid)
+    centred = Poses(poses.R, torch.zeros_like(poses.shift_A))  # residuals live in the centred frame
+    low = ((grid.kx * grid.kx + grid.ky * grid.ky).sqrt() < 1.0 / resolution_A).to(torch.float64)
 
     def backproject(f):
-        ins = FourierInserter(box, 1, torch.float64)
-        ins.insert(f, ctf, R, apix)
+        ins = FourierInserter(grid, torch.float64)
+        adjoint(f, centred, grid, data.ctf, ins)
         num, W = ins.grids()
         return invert(num, W, reg * float(W[W > 0].mean()), box)
 
     def project(vol):
-        p = FourierSliceProjector(vol, apix).project_fourier(R)
-        return (p if ctf is None else p * ctf) * low
+        return forward(VoxelMap(vol, grid.apix), centred, grid, data.ctf) * low
 
     res = (y - project(backproject(y))) * low
     gen = torch.Generator().manual_seed(seed)
