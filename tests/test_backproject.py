@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoscape.analysis.fsc import fsc
+from cryoscape.analysis.fsc import fsc, fsc_auc, resolution_at
 from cryoscape.cli.main import main
 from cryoscape.data.particles import load_particles
 from cryoscape.data.simulate import AtomSource, SimulationConfig
@@ -17,6 +17,7 @@ from cryoscape.io.star import read_star
 from cryoscape.methods.backproject import BackprojectConfig, backproject
 from cryoscape.methods.downsample import crop_images, crop_volume
 from cryoscape.physics import atoms_to_volume, project_atoms_real
+from cryoscape.runs.folder import read_metrics
 from cryoscape.runs.simulate import simulate_to_folder
 
 
@@ -103,8 +104,19 @@ def test_backproject_cli_and_fsc(dataset, tmp_path, capsys):
     assert min(summary["fsc_truth"][1:13]) > 0.98
     vol, apix = read_map(tmp_path / "bp" / "map.mrc")
     assert apix == pytest.approx(1.5) and vol.shape == (48, 48, 48)
-    for name in ("half_map_A.mrc", "half_map_B.mrc", "fsc.png", "config.yaml", "versions.txt"):
+    for name in ("half_map_A.mrc", "half_map_B.mrc", "fsc.png", "config.yaml", "versions.txt", "run.log"):
         assert (tmp_path / "bp" / name).exists()
+    m = read_metrics(tmp_path / "bp")  # the one schema, validated
+    assert m["command"] == "backproject" and m["metrics"]["n_images"] == 750
+    for key in ("resolution_fsc0.143_A", "resolution_fsc0.5_A", "fsc_auc", "resolution_truth_fsc0.143_A"):
+        assert m["metrics"][key] == pytest.approx(summary[key])  # fsc.json and metrics.json agree
+    # the half maps' figures are those of analysis.fsc on the written half maps
+    ha, _ = read_map(tmp_path / "bp" / "half_map_A.mrc")
+    hb, _ = read_map(tmp_path / "bp" / "half_map_B.mrc")
+    curve = fsc(ha, hb)
+    assert m["metrics"]["fsc_auc"] == pytest.approx(fsc_auc(curve, 48), abs=1e-6)
+    assert m["metrics"]["resolution_fsc0.143_A"] == pytest.approx(resolution_at(curve, 48, 1.5), rel=1e-5)
+    assert "map.mrc" in m["files"] and "fsc.json" in m["files"]
     code, stdout, err = run(["fsc", tmp_path / "bp" / "map.mrc", tmp_path / "truth.mrc", "-o", tmp_path / "f.json",
                              "--plot", tmp_path / "f.png"], capsys)
     assert code in (0, None), err
@@ -157,6 +169,84 @@ def test_backproject_bad_inputs(dataset, tmp_path, capsys):
     write_stack(tmp_path / "nan.mrcs", nan, apix)
     pickle.dump((rot[:20], trans[:20]), open(tmp_path / "p20.pkl", "wb"))
     _bad(capsys, tmp_path, [tmp_path / "nan.mrcs", "--poses", tmp_path / "p20.pkl"], "nan.mrcs", "image 8", "NaN")
+
+
+def test_backproject_cs_input_ctf_free_star_and_device(dataset, tmp_path, capsys):
+    """A cryoSPARC .cs (with --poses) gives the map of the STAR; a STAR without CTF columns runs CTF-free and
+    says so in one line; --device is checked before anything is written."""
+    out, truth = dataset
+    parts = read_star(out / "particles.star").particles
+    fields = [("uid", "<u8"), ("blob/path", "S40"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)),
+              ("blob/psize_A", "<f4"), ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"),
+              ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/phase_shift_rad", "<f4")]
+    n = len(parts)
+    cs = np.zeros(n, dtype=fields)
+    cs["uid"], cs["blob/path"], cs["blob/idx"] = np.arange(n), b"particles.mrcs", np.arange(n)
+    cs["blob/shape"], cs["blob/psize_A"] = 48, 1.5
+    cs["ctf/accel_kv"], cs["ctf/cs_mm"], cs["ctf/amp_contrast"] = 300, 2.7, 0.1
+    cs["ctf/df1_A"], cs["ctf/df2_A"] = parts["rlnDefocusU"], parts["rlnDefocusV"]
+    cs["ctf/df_angle_rad"] = np.deg2rad(parts["rlnDefocusAngle"])
+    cs["ctf/phase_shift_rad"] = np.deg2rad(parts.get("rlnPhaseShift", 0.0))
+    with open(out / "particles_test.cs", "wb") as f:
+        np.save(f, cs)
+    code, _, err = run(["backproject", out / "particles_test.cs", "--poses", out / "truth" / "poses.pkl",
+                        "--no-progress", "--device", "cpu", "-o", tmp_path / "cs"], capsys)
+    assert code in (0, None), err
+    code, _, err = run(["backproject", out / "particles.star", "--no-progress", "-o", tmp_path / "star"], capsys)
+    assert code in (0, None), err
+    a, _ = read_map(tmp_path / "cs" / "map.mrc")
+    b, _ = read_map(tmp_path / "star" / "map.mrc")
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()  # defocus stored as float32 in the .cs
+    # no CTF columns: one line on stderr, the map of --no-ctf
+    from cryoscape.io.star import write_star
+    table = read_star(out / "particles.star")
+    ctf_cols = [c for c in table.particles if c.startswith(("rlnDefocus", "rlnPhaseShift", "rlnCtf"))]
+    write_star(tmp_path / "noctf.star", table.particles.drop(columns=ctf_cols), table.optics)
+    (tmp_path / "particles.mrcs").symlink_to(out / "particles.mrcs")
+    code, stdout, err = run(["backproject", tmp_path / "noctf.star", "--no-progress", "-o", tmp_path / "free"],
+                            capsys)
+    assert code in (0, None), err
+    assert [ln for ln in err.splitlines() if ln.strip()] == ["noctf.star has no CTF columns: running CTF-free"]
+    assert json.loads(stdout.strip().splitlines()[-2])["n_images"] == 1500
+    free, _ = read_map(tmp_path / "free" / "map.mrc")
+    ref = backproject(load_particles(out / "particles.star"), BackprojectConfig(ctf=False, device="cpu")).volume
+    assert np.abs(free - ref).max() < 1e-5 * np.abs(ref).max()
+    _bad(capsys, tmp_path, [out / "particles.star", "--device", "banana"], "--device")
+    if not torch.cuda.is_available():
+        _bad(capsys, tmp_path, [out / "particles.star", "--device", "cuda"], "--device", "GPU")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_backproject_on_cuda_matches_cpu(dataset):
+    out, truth = dataset
+    data = load_particles(out / "particles.star").subset(np.arange(600))
+    cpu = backproject(data, BackprojectConfig(mask_radius=0, device="cpu"))
+    gpu = backproject(data, BackprojectConfig(mask_radius=0, device="cuda"))
+    assert gpu.info["device"].startswith("cuda")
+    assert np.abs(gpu.volume - cpu.volume).max() < 1e-4 * np.abs(cpu.volume).max()
+
+
+def test_inserter_inserts_the_grid_disc_and_keeps_every_weight():
+    """The inserter takes the grid's disc points and Friedel weights; every point's trilinear weights land on
+    the grid (the edge of the disc wraps through the margin), so the total weight of one image inserted
+    without CTF is the number of points of the whole DFT plane inside the disc, whatever the pose."""
+    from cryoscape.geometry.poses import Poses
+    from cryoscape.physics.imaging import ImagingGrid, adjoint
+    from cryoscape.physics.insert import FourierInserter
+    g = torch.Generator().manual_seed(3)
+    for D, pad in ((16, 1), (15, 1), (12, 2)):
+        grid = ImagingGrid(D, 1.3, pad, dtype=torch.float64)
+        ins = FourierInserter(grid)
+        assert torch.equal(ins.inside, grid.points)
+        assert torch.equal(ins.line_weight, grid.friedel.reshape(-1)[grid.points] / 2)
+        q, _ = torch.linalg.qr(torch.randn(4, 3, 3, generator=g, dtype=torch.float64))
+        q = q * torch.det(q).sign()[:, None, None]
+        f = torch.ones(4, grid.Dp, grid.W, dtype=torch.complex128)
+        adjoint(f, Poses(q, torch.zeros(4, 2, dtype=torch.float64)), grid, None, ins)
+        _, W = ins.grids()
+        k = torch.fft.fftfreq(grid.Dp, d=1.0 / grid.Dp, dtype=torch.float64).round() / pad
+        full = int(((k[:, None] ** 2 + k[None, :] ** 2).sqrt() <= D / 2).sum())
+        assert float(W.sum()) == pytest.approx(4 * full, rel=1e-12), (D, pad)
 
 
 def test_fourier_crop_is_exact_for_band_limited_content():

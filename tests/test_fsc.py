@@ -44,6 +44,46 @@ def test_resolution_recovers_a_hard_low_pass_cutoff():
     assert abs(res - expected) / expected < 0.1
 
 
+def _fsc_full_space(a, b):
+    """The FSC summed over the whole centred transform (numpy), the definition before the half-space sums."""
+    D = a.shape[0]
+    F1 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(a)))
+    F2 = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(b)))
+    f = np.fft.fftshift(np.fft.fftfreq(D)) * D
+    shell = np.rint(np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)).astype(int)
+    keep = shell < D // 2
+    s = shell[keep]
+    num = np.bincount(s, (F1 * np.conj(F2)).real[keep], minlength=D // 2)
+    p1 = np.bincount(s, (np.abs(F1) ** 2)[keep], minlength=D // 2)
+    p2 = np.bincount(s, (np.abs(F2) ** 2)[keep], minlength=D // 2)
+    return num / np.sqrt(p1 * p2)
+
+
+@pytest.mark.parametrize("D", [15, 16, 33])
+def test_fsc_half_space_sums_equal_the_whole_transform(D):
+    rng = np.random.default_rng(D)
+    a, b, m = rng.standard_normal((D, D, D)), rng.standard_normal((D, D, D)), rng.random((D, D, D))
+    b = a + b
+    np.testing.assert_allclose(fsc(a, b), _fsc_full_space(a, b), atol=1e-12)
+    np.testing.assert_allclose(fsc(a, b, m), _fsc_full_space(a * m, b * m), atol=1e-12)
+
+
+def test_shell_index_3d_layouts():
+    """Centred and rfftn layouts give round(|q|) of the voxel's frequency; a padded grid keeps the shells."""
+    import torch
+    from cryoscape.physics.imaging import shell_index_3d
+    for n in (8, 9):
+        f = np.fft.fftshift(np.fft.fftfreq(n)) * n
+        ref = np.rint(np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2))
+        assert np.array_equal(shell_index_3d(n).numpy(), ref)
+        g = np.fft.fftfreq(n) * n
+        gx = np.arange(n // 2 + 1)
+        ref = np.rint(np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + gx[None, None, :] ** 2))
+        assert np.array_equal(shell_index_3d(n, rfft=True).numpy(), ref)
+    padded = shell_index_3d(8, 17)  # 17 voxels, spacing 8/17 of the map's: the centre column
+    assert torch.equal(padded[8, 8, 8:], torch.round(torch.arange(9, dtype=torch.float64) * 8 / 17).long())
+
+
 def test_nice_ticks():
     from cryoscape.report.lineplot import nice_ticks
     assert nice_ticks(0, 0.33) == [0, 0.1, 0.2, 0.3]

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from ...data.particles import ParticleData
-from ...geometry.poses import Poses
 from ...io.errors import InputError
 from ...physics.imaging import ImagingGrid, adjoint, centre
 from ...physics.insert import FourierInserter, invert, soft_sphere_mask, wiener_lambda
@@ -135,8 +134,8 @@ def backproject(data: ParticleData, cfg: BackprojectConfig | None = None, progre
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     grid = ImagingGrid(D, apix, cfg.pad, dtype=torch.float32, device=device)
     halves = [FourierInserter(grid, dtype, interp=cfg.interp) for _ in range(2)]
-    grid.ctf_basis  # noqa: B018 — fill the grid's caches here, not in two threads at once
-    poses = Poses.from_relion(data.rotations, data.origins_A).to(device=device, dtype=torch.float32)
+    _ = grid.ctf_basis  # fill the grid's caches here, not in two threads at once
+    poses = data.poses.to(device=device, dtype=torch.float32)
     which = split_halves(n, cfg.seed)
     use_ctf = cfg.ctf and data.ctf is not None
     lock = threading.Lock()

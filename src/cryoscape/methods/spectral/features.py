@@ -61,7 +61,7 @@ def variability_coordinates(data, box: int = 32, k: int = 2, resolution_A: float
     imgs = torch.from_numpy(data.images(slice(0, N)))
     imgs = crop_images(imgs, box) if box < D else imgs.to(torch.float64)
     grid = ImagingGrid(box, data.apix * D / box, dtype=torch.float64)
-    poses = Poses.from_relion(data.rotations.to(torch.float64), data.origins_A)
+    poses = data.poses.to(dtype=torch.float64)
     y = centre(imgs, poses, grid)
     centred = Poses(poses.R, torch.zeros_like(poses.shift_A))  # residuals live in the centred frame
     low = ((grid.kx * grid.kx + grid.ky * grid.ky).sqrt() < 1.0 / resolution_A).to(torch.float64)
