@@ -16,7 +16,7 @@ Grid conventions (one each, here):
   delocalised signal leave the box (simulation) or samples the transform finely (backprojection).
 - The Nyquist disc: frequencies with ``|k| ≤ D/2`` in pixels of ``1/(D apix)`` (the circle through the
   Nyquist frequency included; the corners of the square beyond it are left out). The Fourier-slice
-  projector and the VAE use this disc.
+  projector, the inserter of backprojection (:mod:`cryoscape.physics.insert`) and the VAE use this disc.
 - Shells: ``round(|k|)`` in the same pixels, ``0 .. D//2 − 1`` inside the disc (CONVENTIONS.md, FSC).
 - Friedel weights on the half plane: 2 where the point stands for itself and its mirror ``−k``, 1 on the
   columns that are their own mirror (``kx = 0``, and ``kx = Dp/2`` for an even canvas), so a weighted sum
