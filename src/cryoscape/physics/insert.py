@@ -134,8 +134,8 @@ class FourierInserter:
         return num + torch.flip(num, dims=(0, 1, 2)).conj(), w + torch.flip(w, dims=(0, 1, 2))
 
     def _fold(self, flat: torch.Tensor) -> torch.Tensor:
-        """``(Dm³,)`` accumulator → ``(Dv,)*3``: margin voxel −1 added to ``Dv − 1`` and ``Dv`` to 0, axis by axis
-        (so edges and corners of the margin land where periodicity puts them)."""
+        """``(Dm³,)`` accumulator → ``(Dv,)*3``: margin voxel −1 added to ``Dv − 1`` and ``Dv`` to 0, axis by
+        axis (so edges and corners of the margin land where periodicity puts them)."""
         Dm = self.Dm
         a = flat.reshape(Dm, Dm, Dm).clone()
         for axis in range(3):
