@@ -13,7 +13,9 @@ from . import downsample as _downsample
 from . import fsc as _fsc
 from . import simulate as _simulate
 from . import spectral as _spectral
-from . import vae as _vae
+from . import analyze as _analyze
+from . import eval_vol as _eval_vol
+from . import train_vae as _train_vae
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
@@ -23,9 +25,9 @@ app.command("backproject")(_backproject.backproject)
 app.command("fsc")(_fsc.fsc_cmd)
 app.command("downsample")(_downsample.downsample)
 app.command("spectral")(_spectral.spectral)
-app.command("train-vae")(_vae.train_vae_cmd)
-app.command("eval-vol")(_vae.eval_vol)
-app.command("analyze")(_vae.analyze)
+app.command("train-vae")(_train_vae.train_vae_cmd)
+app.command("eval-vol")(_eval_vol.eval_vol)
+app.command("analyze")(_analyze.analyze)
 app.command("filter")(_filter.filter_cmd)
 
 

@@ -1,20 +1,28 @@
-"""The VAE's view of a particle set: centred Fourier images on a fixed set of frequencies, encoder inputs,
-CTFs and poses, read in memory or lazily in chunks, in a seeded shuffled order.
+"""The VAE's view of a particle set: centred Fourier images at the disc points of the imaging grid, encoder
+inputs, CTFs and poses, prepared in memory or lazily per batch, in the order the training loop draws.
 
-Per image ``I`` with RELION origin shift ``t`` (Å; the shift that centres the particle):
+Per image ``I`` with pose ``(R, t)`` (:class:`~cryoscape.geometry.poses.Poses`), on the
+:class:`~cryoscape.physics.imaging.ImagingGrid` ``(D, apix)`` (unpadded):
 
-- ``Y(k) = DFT[I](k) · exp(−2πi k·t)``: the transform of the centred image (``rfft`` half plane), kept at
-  the ``P`` frequencies ``|k| < D/2`` (pixels of ``1/(D apix)``) and divided by one global scale so that
-  ``mean |Y|² = 1``;
-- encoder input: the centred, phase-flipped image in real space, ``IDFT[Y · sign CTF]`` (the flip undoes
-  the CTF's sign changes, so images of one conformation look alike whatever their defocus; as cryoDRGN
-  does), its pixels inside the circle of radius ``D/2`` (MLP encoder) or the whole image with the outside
-  set to zero (CNN encoder), normalised to zero mean and unit variance with global constants;
-- ``CTF(k)`` at the same frequencies (ones without a CTF) and the pose ``R``.
+- ``Y(k) = DFT[I](k) · exp(+2πi k·t)`` from :func:`~cryoscape.physics.imaging.centre` (the particle moved
+  to the box centre), kept at the grid's ``P`` disc points ``|k| ≤ D/2`` (pixels of ``1/(D apix)``) and
+  divided by one global scale so that ``mean |Y|² = 1``;
+- ``C(k)``: the CTF on the half plane from :meth:`ImagingGrid.ctf`, computed once per image; its values
+  at the points (:meth:`ImagingGrid.at_points`, the same as :meth:`ImagingGrid.ctf_points`) weigh the
+  predicted slices, its sign flips the encoder input (ones without a CTF);
+- encoder input: the centred, phase-flipped image in real space, ``IDFT[DFT[I] e^{+2πi k·t} · sign C]``
+  (the flip undoes the CTF's sign changes, so images of one conformation look alike whatever their defocus;
+  as cryoDRGN does), its pixels inside the circle ``|r| < D/2`` around pixel ``D//2`` (MLP encoder) or the
+  whole image with the outside set to zero (CNN encoder), normalised to zero mean and unit variance with
+  global constants;
+- the pose ``R`` (float32); the data are centred, so the prediction needs no shift.
 
-Friedel weights: a point of the half plane with ``kx > 0`` stands for itself and its mirror ``−k``, one with
-``kx = 0`` only for itself (its mirror is in the half plane too); the loss weights them 2 and 1, so it equals
-the loss over the whole disc.
+Batches follow the training loop's contract (:mod:`cryoscape.methods.training`): the order of epoch ``e``
+is ``torch.randperm(N, generator)`` (:func:`cryoscape.data.loader.shuffled_batches`, or
+:class:`cryoscape.data.loader.ParticleLoader` when reading lazily), cut into global batches, and each
+``torchrun`` rank takes its contiguous part of every global batch. A batch records where its part starts
+in the global batch (``offset``) and the global batch's size (``total``), so that noise drawn for the whole
+global batch can be sliced to the same values one process would draw.
 """
 
 from __future__ import annotations
@@ -24,87 +32,76 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...data.loader import ParticleLoader, shuffled_batches
 from ...data.particles import ParticleData
-from ...physics.ctf import ctf_from_params
-from ...physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
-from ...physics.shift import phase_ramp
+from ...io.errors import InputError
+from ...physics.imaging import ImagingGrid, centre
 
-__all__ = ["FourierPoints", "VAEBatch", "ParticleSource"]
+__all__ = ["VAEBatch", "ParticleSource", "encoder_mask", "NORM_SAMPLE"]
 
 NORM_SAMPLE = 1000
 
 
-@dataclass
-class FourierPoints:
-    """The frequencies the VAE works on, for box ``D``.
-
-    Attributes: ``flat (P,)`` indices into the flattened ``(D, D//2+1)`` rfft layout; ``plane (P, 3)``
-    ``(kx, ky, 0)`` in pixels of frequency; ``weight (P,)`` Friedel weights (2 or 1); ``pixels (D·D,)``
-    bool, the real-space pixels inside the circle of radius ``D/2`` around pixel ``D//2``.
-    """
-
-    D: int
-    flat: torch.Tensor
-    plane: torch.Tensor
-    weight: torch.Tensor
-    pixels: torch.Tensor
-
-    @classmethod
-    def for_box(cls, D: int) -> "FourierPoints":
-        ky, kx = rfreq_grid_2d(D, 1.0 / D, dtype=torch.float32)  # pixels of frequency
-        inside = (kx * kx + ky * ky < (D / 2) ** 2).reshape(-1)
-        flat = torch.nonzero(inside).reshape(-1)
-        kxf, kyf = kx.reshape(-1)[flat], ky.reshape(-1)[flat]
-        plane = torch.stack([kxf, kyf, torch.zeros_like(kxf)], -1)
-        weight = torch.where(kxf > 0, 2.0, 1.0)
-        r = torch.arange(D, dtype=torch.float32) - D // 2
-        pixels = ((r[:, None] ** 2 + r[None, :] ** 2) < (D / 2) ** 2).reshape(-1)
-        return cls(D, flat, plane, weight, pixels)
-
-    @property
-    def n_points(self) -> int:
-        return int(self.flat.numel())
+def encoder_mask(D: int) -> torch.Tensor:
+    """``(D·D,)`` bool: the real-space pixels inside the circle ``|r| < D/2`` around pixel ``D//2``."""
+    r = torch.arange(D, dtype=torch.float32) - D // 2
+    return ((r[:, None] ** 2 + r[None, :] ** 2) < (D / 2) ** 2).reshape(-1)
 
 
 @dataclass
 class VAEBatch:
-    """One batch: ``y (B, P, 2)`` normalised centred transforms (real, imaginary), ``x`` encoder inputs
-    (``(B, n_pixels)`` or ``(B, D, D)``), ``ctf (B, P)``, ``R (B, 3, 3)`` float32, ``index (B,)``."""
+    """One batch: ``y (B, P, 2)`` normalised centred transforms at the grid's points (real, imaginary),
+    ``x`` encoder inputs (``(B, n_pixels)`` or ``(B, D, D)``), ``ctf (B, P)``, ``R (B, 3, 3)`` float32,
+    ``index (B,)`` particle indices; ``offset`` and ``total``: where this part starts in its global batch
+    and that batch's size (``0`` and ``B`` in one process)."""
 
     y: torch.Tensor
     x: torch.Tensor
     ctf: torch.Tensor
     R: torch.Tensor
     index: torch.Tensor
+    offset: int = 0
+    total: int = -1
+
+    def __post_init__(self):
+        if self.total < 0:
+            self.total = len(self.index)
+
+
+def _part_offsets(total: int, world_size: int) -> list[int]:
+    """Start of each rank's part of a global batch of ``total`` cut by ``torch.tensor_split``."""
+    sizes = [len(p) for p in torch.tensor_split(torch.arange(total), world_size)]
+    return [sum(sizes[:r]) for r in range(world_size)]
 
 
 class ParticleSource:
     """Batches of a :class:`ParticleData` with known poses for the VAE.
 
     Args:
-        data: the particles (poses required). points: :class:`FourierPoints` of the box.
+        data: the particles (poses required). grid: the :class:`ImagingGrid` of the box (``pad`` 1, CPU).
         encoder: "mlp" (pixels inside the circle) or "cnn" (the masked image).
-        in_memory: prepare every image once and keep it (``N × (8P + 4·n_pixels)`` bytes); otherwise read
-            and prepare the images of each chunk of the shuffled order when it is reached.
-        chunk: images read at a time in lazy mode (and when preparing in memory).
+        in_memory: prepare every image once and keep it (``N × (12 P + 4 n_pixels)`` bytes); otherwise read
+            and prepare the images of each batch when it is reached (:class:`ParticleLoader`, reading
+            ``chunk`` images at a time, with a shuffle ``buffer`` of that many images when given).
         use_ctf: multiply by the CTF (when the data have one).
-        norm: ``(y_scale, x_mean, x_std)`` to reuse (a resumed run or another subset); measured on the
-            first :data:`NORM_SAMPLE` images otherwise.
+        norm: ``(y_scale, x_mean, x_std)`` to reuse (a resumed run); measured on the first
+            :data:`NORM_SAMPLE` images otherwise.
+        progress: optional object with ``advance(n)``, advanced while preparing in memory.
     """
 
-    def __init__(self, data: ParticleData, points: FourierPoints, encoder: str = "mlp", in_memory: bool = True,
-                 chunk: int = 1024, use_ctf: bool = True, norm: tuple | None = None, progress=None):
+    def __init__(self, data: ParticleData, grid: ImagingGrid, encoder: str = "mlp", in_memory: bool = True,
+                 chunk: int = 1024, use_ctf: bool = True, norm: tuple | None = None, progress=None,
+                 buffer: int | None = None):
         if data.rotations is None:
-            from ...io.errors import InputError
             raise InputError(data.source, "the VAE needs poses: give a STAR with angles or --poses")
-        self.data, self.points, self.encoder, self.chunk = data, points, encoder, chunk
+        if grid.pad != 1 or grid.D != data.D:
+            raise ValueError(f"need an unpadded {data.D}-pixel grid, got {grid}")
+        self.data, self.grid, self.encoder, self.chunk, self.buffer = data, grid, encoder, chunk, buffer
         self.use_ctf = use_ctf and data.ctf is not None
-        D = data.D
-        ky, kx = rfreq_grid_2d(D, data.apix, dtype=torch.float32)
-        self._k = (kx, ky)
-        self._kp = (kx.reshape(-1)[points.flat][None], ky.reshape(-1)[points.flat][None])  # (1, P) 1/Å
+        self.pixels = encoder_mask(data.D)
+        self.poses = data.poses
         self.R = data.rotations.to(torch.float32)
-        self.norm = norm if norm is not None else self._measure_norm()
+        self.norm = tuple(norm) if norm is not None else self._measure_norm()
         self._cache = None
         if in_memory:
             parts = []
@@ -118,61 +115,79 @@ class ParticleSource:
     def __len__(self) -> int:
         return len(self.data)
 
-    def _centred(self, idx: np.ndarray) -> torch.Tensor:
-        img = torch.from_numpy(self.data.images(idx))
-        shifts = torch.as_tensor(self.data.origins_A[idx], dtype=torch.float32)
-        return rfft2_centered(img) * phase_ramp(*self._k, shifts)
+    @property
+    def n_pixels(self) -> int:
+        return int(self.pixels.sum())
 
-    def _ctf(self, idx: np.ndarray) -> torch.Tensor | None:
-        """``(k, D, D//2+1)`` CTF of particles ``idx`` on the half plane (None without a CTF)."""
-        if not self.use_ctf:
-            return None
-        return ctf_from_params(self.data.ctf.subset(torch.as_tensor(idx)), *self._k)
+    def _centred_and_ctf(self, idx: np.ndarray, images: torch.Tensor | None = None):
+        """``(F, C)``: :func:`centre` of particles ``idx`` and their CTF on the half plane (None without),
+        each ``(k, D, D//2+1)``."""
+        if images is None:
+            images = torch.from_numpy(self.data.images(idx))
+        ti = torch.as_tensor(idx)
+        f = centre(images, self.poses.subset(ti), self.grid)
+        c = self.grid.ctf(self.data.ctf.subset(ti)) if self.use_ctf else None
+        return f, c
+
+    def _encoder_input(self, f: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The centred, phase-flipped images in real space, flattened ``(k, D·D)``."""
+        x = self.grid.to_images(f if c is None else f * torch.sign(c))
+        return x.reshape(len(f), -1)
 
     def _measure_norm(self) -> tuple[float, float, float]:
         idx = np.arange(min(len(self.data), NORM_SAMPLE))
-        f = self._centred(idx)
-        y = f.reshape(len(idx), -1)[:, self.points.flat]
-        c = self._ctf(idx)
-        x = irfft2_centered(f if c is None else f * torch.sign(c), self.data.D)
-        x = x.reshape(len(idx), -1)[:, self.points.pixels]
+        f, c = self._centred_and_ctf(idx)
+        y = self.grid.at_points(f)
+        x = self._encoder_input(f, c)[:, self.pixels]
         return (float(y.abs().pow(2).mean().sqrt()), float(x.mean()), float(x.std()))
 
-    def _prepare(self, idx: np.ndarray) -> VAEBatch:
-        D, pts = self.data.D, self.points
-        f = self._centred(idx)
-        y = torch.view_as_real(f.reshape(len(idx), -1)[:, pts.flat] / self.norm[0]).contiguous()
-        c = self._ctf(idx)  # once per image: its sign flips the encoder input, its values weigh the slices
-        x = irfft2_centered(f if c is None else f * torch.sign(c), D).reshape(len(idx), -1)
-        x = (x - self.norm[1]) / self.norm[2]
-        if self.encoder == "cnn":
-            x = (x * pts.pixels).reshape(len(idx), D, D)
-        else:
-            x = x[:, pts.pixels].contiguous()
-        ctf = torch.ones(len(idx), pts.n_points) if c is None else c.reshape(len(idx), -1)[:, pts.flat]
-        ti = torch.as_tensor(idx)
+    def _prepare(self, idx: np.ndarray, images: torch.Tensor | None = None) -> VAEBatch:
+        D, k = self.data.D, len(idx)
+        f, c = self._centred_and_ctf(idx, images)  # the CTF once per image: sign for x, values for the slices
+        y = torch.view_as_real(self.grid.at_points(f) / self.norm[0]).contiguous()
+        x = (self._encoder_input(f, c) - self.norm[1]) / self.norm[2]
+        x = (x * self.pixels).reshape(k, D, D) if self.encoder == "cnn" else x[:, self.pixels].contiguous()
+        ctf = torch.ones(k, len(self.grid.points)) if c is None else self.grid.at_points(c)
+        ti = torch.as_tensor(idx, dtype=torch.int64)
         return VAEBatch(y, x, ctf.to(torch.float32), self.R[ti], ti)
 
-    def batch(self, idx: np.ndarray) -> VAEBatch:
+    def batch(self, idx) -> VAEBatch:
         """The batch of particles ``idx`` (in that order)."""
-        idx = np.asarray(idx, dtype=np.int64)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if self._cache is None:
             return self._prepare(idx)
         ti = torch.as_tensor(idx)
         c = self._cache
         return VAEBatch(c.y[ti], c.x[ti], c.ctf[ti], c.R[ti], ti)
 
-    def batches(self, order: np.ndarray, batch_size: int):
-        """Yield :class:`VAEBatch` es of ``batch_size`` following ``order``; in lazy mode the images of each
-        chunk of ``order`` are read together (in file order) and prepared once."""
-        order = np.asarray(order, dtype=np.int64)
-        step = len(order) if self._cache is not None else max(self.chunk // batch_size, 1) * batch_size
-        for s in range(0, len(order), step):
-            part = order[s:s + step]
-            block = self.batch(part) if self._cache is None else None
-            for b in range(0, len(part), batch_size):
-                if block is None:
-                    yield self.batch(part[b:b + batch_size])
-                else:
-                    sl = slice(b, b + batch_size)
-                    yield VAEBatch(block.y[sl], block.x[sl], block.ctf[sl], block.R[sl], block.index[sl])
+    def batches(self, epoch: int, generator: torch.Generator, batch_size: int, rank: int = 0,
+                world_size: int = 1):
+        """This rank's :class:`VAEBatch` of every global batch of epoch ``epoch``, in the order
+        ``torch.randperm(N, generator)`` (the training loop's batch source)."""
+        n = len(self)
+        offsets = {}
+
+        def where(j: int) -> tuple[int, int]:
+            total = min(batch_size, n - j * batch_size)
+            if total not in offsets:
+                offsets[total] = _part_offsets(total, world_size)
+            return offsets[total][rank], total
+
+        if self._cache is not None:
+            for j, idx in enumerate(shuffled_batches(n, batch_size, generator, rank, world_size)):
+                yield _with_where(self.batch(idx.numpy()), *where(j))
+            return
+        loader = ParticleLoader(self.data, batch_size, self.chunk, self.buffer, shuffle=True, rank=rank,
+                                world_size=world_size)
+        for j, (idx, images) in enumerate(loader.batches(epoch, generator)):
+            yield _with_where(self._prepare(idx.numpy(), images), *where(j))
+
+    def in_order(self, batch_size: int = 256):
+        """Every particle in file order, in batches (for the latents at the end)."""
+        for s in range(0, len(self), batch_size):
+            yield self.batch(np.arange(s, min(s + batch_size, len(self))))
+
+
+def _with_where(batch: VAEBatch, offset: int, total: int) -> VAEBatch:
+    batch.offset, batch.total = offset, total
+    return batch
