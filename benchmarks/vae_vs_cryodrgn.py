@@ -52,6 +52,11 @@ from cryoscape.methods.vae import VAEConfig, decode_volumes, train_vae  # noqa: 
 from cryoscape.physics import atoms_to_volume  # noqa: E402
 from cryoscape.utils.hardware import native_bf16  # noqa: E402
 
+try:  # the simulator's run folder moved from data/ to runs/ (issue 11)
+    from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
+except ImportError:
+    from cryoscape.data.simulate import simulate_to_folder  # noqa: E402
+
 D, APIX, SIGMA = 64, 2.0, 3.0
 
 
@@ -149,6 +154,7 @@ def main() -> None:
     ap.add_argument("--state-stride", type=int, default=3, help="per-state FSC-AUC on every k-th of the 102 "
                     "states (cryoDRGN decodes a 64³ map in ~6 s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="cryoscape's device: auto, cpu, cuda or cuda:N")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "vae_vs_cryodrgn")
     a = ap.parse_args()
@@ -157,12 +163,12 @@ def main() -> None:
         print("cryoDRGN not found in .venv-peers/cryodrgn: measuring cryoscape alone")
     cfg = VAEConfig(zdim=a.zdim, enc_dim=a.dim, enc_layers=a.layers, dec_dim=a.dim, dec_layers=a.layers,
                     pe_type=a.pe_type, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
-                    bf16={"auto": None, "on": True, "off": False}[a.bf16],
+                    bf16={"auto": None, "on": True, "off": False}[a.bf16], device=a.device,
                     **({} if a.lr is None else {"lr": a.lr}))
     print(f"networks: {a.dim} wide, {a.layers} residual layers, zdim {a.zdim}; {a.epochs} epochs, batch "
           f"{a.batch_size}, Adam lr {cfg.lr} with {cfg.schedule} steps (cryoscape) / {a.peer_lr} constant "
           f"(cryoDRGN), pe {a.pe_type}"
-          f", bf16 {a.bf16} (this CPU has it: {native_bf16()}); threads {torch.get_num_threads()}")
+          f", bf16 {a.bf16} (this CPU has it: {native_bf16()}); device {a.device}; threads {torch.get_num_threads()}")
     fig, t0 = {}, time.perf_counter()
     for snr in a.snr:
         tag = f"snr{snr:g}"
