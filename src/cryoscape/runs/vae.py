@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,6 +63,25 @@ def _write_training_outputs(run: RunFolder, result) -> None:
         "train_s": float(sum(h["wall_s"] for h in result.history)), "world_size": int(result.world_size)})
 
 
+def _check_extension(out: Path, cfg, data) -> None:
+    """``out`` is a finished train-vae run: it may be continued with more ``--epochs`` and otherwise the
+    same options and particles; anything else is refused as an existing folder."""
+    import torch
+
+    from ..methods.vae.train import checkpoint_signature
+    try:
+        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        signature, done = state["signature"], int(state["epoch"])
+    except Exception:
+        raise InputError(out, "already exists (pass --overwrite to replace it)") from None
+    if signature != checkpoint_signature(cfg, data):
+        raise InputError(out, "already exists with other options (pass --overwrite to replace it; the same "
+                              "options with more --epochs continue it)")
+    if done >= cfg.epochs:
+        raise InputError(out, f"already exists and holds {done} epochs (pass more --epochs to continue it or "
+                              "--overwrite to replace it)")
+
+
 def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ctf=None, datadir=None, ind=None,
                   apix: float | None = None, overwrite: bool = False, threads: int | None = None,
                   show_progress: bool = True, echo=_echo) -> dict | None:
@@ -71,7 +91,9 @@ def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ct
 
     Every check that can fail on the input (options, the device, an existing ``out``, the files, non-finite
     pixels) runs before anything is created. ``echo``: where one-line notes go (e.g. that the set is
-    CTF-free).
+    CTF-free). An interrupted run resumes from ``.NAME.part``; a finished run ``out`` given more ``epochs``
+    and otherwise the same options continues from its checkpoint in a new ``.NAME.part`` (the cosine
+    schedule stretched to the new length), which replaces ``out`` only when it is complete.
     """
     from ..data.particles import load_particles, read_indices
     from ..methods.vae import train_vae
@@ -81,10 +103,14 @@ def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ct
     out = Path(out)
     cfg.check()
     device = devices.resolve_device(cfg.device)  # "cuda" without a GPU: one line, nothing written
-    check_can_write(out, overwrite)
+    extend = out.is_dir() and (out / CHECKPOINT).is_file() and not overwrite
+    if not extend:
+        check_can_write(out, overwrite)
     data = load_particles(particles, poses, ctf, datadir, apix, check_finite=True)
     if ind is not None:
         data = data.subset(read_indices(ind))
+    if extend:
+        _check_extension(out, cfg, data)
     main = devices.is_main()
     n_threads = devices.set_threads(threads)
     if main:
@@ -96,7 +122,12 @@ def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ct
     inputs = {"particles": str(particles), "poses": None if poses is None else str(poses),
               "ctf": None if ctf is None else str(ctf), "n_particles": len(data), "box_px": data.D,
               "apix_A": data.apix, "ctf_free": data.ctf is None or not cfg.use_ctf}
-    folder = RunFolder(out, "train-vae", config, overwrite=overwrite, resume=True, inputs=inputs)
+    folder = RunFolder(out, "train-vae", config, overwrite=overwrite or extend, resume=True, inputs=inputs)
+    if extend and main and not folder.dir.exists():  # continue the finished run in a new .part
+        folder.dir.mkdir()
+        for name in (CHECKPOINT, "run.log"):
+            if (out / name).is_file():
+                shutil.copy2(out / name, folder.dir / name)
     if not main:
         train_vae(data, cfg, folder.dir / CHECKPOINT)
         return None

@@ -27,7 +27,8 @@ from ..training import TrainConfig, Trainer
 from .data import ParticleSource, encoder_mask
 from .model import HetVAE
 
-__all__ = ["VAEConfig", "VAEResult", "train_vae", "load_model", "encode_all", "build_model", "CHECKPOINT"]
+__all__ = ["VAEConfig", "VAEResult", "train_vae", "load_model", "encode_all", "build_model", "checkpoint_signature",
+           "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
 IN_MEMORY_LIMIT_BYTES = 4e9
@@ -152,7 +153,7 @@ def encode_all(model: HetVAE, source: ParticleSource, batch_size: int = 256) -> 
     return torch.cat(mus).numpy(), torch.cat(logvars).numpy()
 
 
-def _signature(cfg: VAEConfig, data: ParticleData) -> dict:
+def checkpoint_signature(cfg: VAEConfig, data: ParticleData) -> dict:
     """What a checkpoint must agree on to be resumed (the number of epochs may grow)."""
     return {**cfg.arch(), **{k: getattr(cfg, k) for k in cfg.TRAINING}, "D": data.D, "n_particles": len(data)}
 
@@ -179,7 +180,7 @@ def train_vae(data: ParticleData, cfg: VAEConfig, checkpoint: str | Path | None 
     grid = ImagingGrid(data.D, data.apix)
     model = build_model(data.D, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    trainer = Trainer(model, opt, cfg.train_config(checkpoint), _signature(cfg, data), log)
+    trainer = Trainer(model, opt, cfg.train_config(checkpoint), checkpoint_signature(cfg, data), log)
     norm = trainer.extra.get("norm")
     source = ParticleSource(data, grid, cfg.encoder, _in_memory(cfg, data, grid), cfg.chunk, cfg.use_ctf,
                             norm=None if norm is None else tuple(norm), buffer=cfg.buffer)
