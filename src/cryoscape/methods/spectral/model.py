@@ -7,8 +7,14 @@ For particle ``n`` with spectral coordinates ``v_n ∈ R^k`` (:mod:`.graph`):
 with ``(ψ⁰, θ⁰)``, the bond lengths and the reference frame taken from the given model and ``Γ`` (and the
 optional bias ``β``) initialised at zero, so training starts from the given model. The chain is rebuilt
 (:func:`cryoscape.structure.internal_to_chain`), seen at the particle's known pose and offset, rendered as
-Gaussian atoms with its CTF (the simulator's own forward model), and compared with the image by the mean
-squared error over pixels, divided by the images' mean square (so learning rates do not depend on units).
+Gaussian atoms with its CTF by the one forward model (:mod:`cryoscape.physics.imaging`, exact Gaussian
+projection), and compared with the image by the mean squared error over pixels, divided by the images' mean
+square (so learning rates do not depend on units). The error is computed on the transforms
+(:func:`cryoscape.physics.likelihood.squared_error` with the Friedel weights of the half plane, which by
+Parseval's theorem is ``D²`` times the pixel mean; the ``D²`` cancels in the ratio):
+
+    loss = Σ_n Σ_k w_k |Ŝ_n(k) − Ŷ_n(k)|²  /  Σ_n Σ_k w_k |Ŷ_n(k)|²   (over a batch, n; the denominator over
+                                                                      all training images, per image)
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...physics.ctf import CTFParams, ctf_from_params
-from ...physics.fourier import irfft2_centered, rfft2_centered, rfreq_grid_2d
-from ...physics.gaussian import project_atoms_real
+from ...geometry.poses import Poses
+from ...physics.ctf import CTFParams
+from ...physics.imaging import GaussianAtoms, ImagingGrid, forward, forward_images
+from ...physics.likelihood import squared_error
 from ...structure.chain import ChainCoordinates, internal_to_chain
 
 __all__ = ["LinearAngleModel", "CartesianModel", "refine_cartesian", "FitConfig", "render_particles",
-           "fit_model"]
+           "render_fourier", "image_error", "mean_power", "fit_model"]
 
 
 class LinearAngleModel(nn.Module):
@@ -159,15 +166,42 @@ def refine_cartesian(model: CartesianModel, smooth_modes: int) -> CartesianModel
     return fine
 
 
+def _poses(R: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtype) -> Poses:
+    return Poses(R.to(dtype), offsets.to(device=R.device, dtype=dtype))
+
+
 def render_particles(coords: torch.Tensor, R: torch.Tensor, offsets: torch.Tensor, ctf: CTFParams | None,
-                     sigma: float, D: int, apix: float) -> torch.Tensor:
-    """Gaussian-atom images of ``coords (n, A, 3)`` at poses ``R (n, 3, 3)`` and offsets ``(n, 2)`` Å, with
-    the CTF (None: none) → ``(n, D, D)``; the simulator's forward model, differentiable in ``coords``."""
-    img = project_atoms_real(coords, R.to(coords.dtype), sigma, D, apix, offsets.to(coords.dtype))
-    if ctf is None:
-        return img
-    ky, kx = rfreq_grid_2d(D, apix, dtype=coords.dtype)
-    return irfft2_centered(rfft2_centered(img) * ctf_from_params(ctf, kx, ky), D)
+                     sigma: float, D: int, apix: float, grid: ImagingGrid | None = None) -> torch.Tensor:
+    """Gaussian-atom images of ``coords (n, A, 3)`` at poses ``R (n, 3, 3)`` and offsets ``(n, 2)`` Å (the
+    particle's displacement from the box centre, :class:`~cryoscape.geometry.poses.Poses` ``shift_A``), with
+    the CTF (None: none) → ``(n, D, D)``: :func:`cryoscape.physics.imaging.forward_images` of
+    :class:`~cryoscape.physics.imaging.GaussianAtoms` (``method="exact"``), differentiable in ``coords``.
+    ``grid``: an :class:`ImagingGrid` ``(D, apix)`` to reuse (its CTF basis is cached)."""
+    grid = grid if grid is not None else ImagingGrid(D, apix, dtype=coords.dtype, device=coords.device)
+    return forward_images(GaussianAtoms(coords, sigma, method="exact"), _poses(R, offsets, coords.dtype), grid, ctf)
+
+
+def render_fourier(coords: torch.Tensor, R: torch.Tensor, offsets: torch.Tensor, ctf: CTFParams | None,
+                   sigma: float, grid: ImagingGrid) -> torch.Tensor:
+    """The transforms of :func:`render_particles`' images on the ``rfft2`` half plane, ``(n, D, D//2 + 1)``
+    complex (:func:`cryoscape.physics.imaging.forward`; no inverse FFT)."""
+    return forward(GaussianAtoms(coords, sigma, method="exact"), _poses(R, offsets, coords.dtype), grid, ctf)
+
+
+def image_error(pred_f: torch.Tensor | None, images: torch.Tensor, grid: ImagingGrid) -> torch.Tensor:
+    """Per-image squared error ``Σ_k w_k |p̂(k) − ŷ(k)|² / Σ_k w_k`` ``(n,)`` between predicted transforms
+    ``(n, D, W)`` and real images ``(n, D, D)`` (transformed here), with the half plane's Friedel weights
+    (:func:`cryoscape.physics.likelihood.squared_error`). By Parseval's theorem this is the sum of squared
+    pixel differences, ``D²`` times their mean. ``pred_f`` None: the images' own power ``Σ_k w_k |ŷ(k)|² / Σ_k w_k``."""
+    data = grid.transform(images.to(device=grid.device, dtype=grid.dtype))
+    return squared_error(torch.zeros_like(data) if pred_f is None else pred_f, data, grid.friedel)
+
+
+def mean_power(images: torch.Tensor, grid: ImagingGrid, chunk: int = 1024) -> float:
+    """The images' mean :func:`image_error` against zero, ``(1/N) Σ_n Σ_k w_k |ŷ_n(k)|² / Σ_k w_k`` (= ``D²``
+    times their mean square pixel), computed ``chunk`` images at a time."""
+    total = sum(float(image_error(None, images[s:s + chunk], grid).sum()) for s in range(0, len(images), chunk))
+    return total / len(images)
 
 
 @dataclass
@@ -216,7 +250,8 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
     N = v.shape[0]
-    scale = 1.0 / float((images.to(torch.float64) ** 2).mean())
+    grid = ImagingGrid(D, apix, dtype=torch.float64, device=images.device)
+    scale = 1.0 / mean_power(images, grid)
     history, start = [], 1
     if cfg.checkpoint is not None and Path(cfg.checkpoint).exists():
         state = torch.load(cfg.checkpoint, weights_only=False)
@@ -240,9 +275,9 @@ def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R:
             idx = order[s:s + cfg.batch_size]
             opt.zero_grad()
             coords = model(v[idx]) if anchors is None else model(v[idx], anchors[0][idx], anchors[1][idx])
-            pred = render_particles(coords, R[idx], offsets[idx],
-                                    None if ctf is None else ctf.subset(idx), cfg.sigma, D, apix)
-            loss = ((pred - images[idx].to(pred.dtype)) ** 2).mean() * scale
+            pred = render_fourier(coords, R[idx], offsets[idx], None if ctf is None else ctf.subset(idx),
+                                  cfg.sigma, grid)
+            loss = image_error(pred, images[idx], grid).mean() * scale
             if hasattr(model, "regulariser"):
                 loss = loss + model.regulariser(coords)
             loss.backward()
