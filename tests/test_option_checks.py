@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from cryoscape.cli.checks import at_least, one_of
+from cryoscape.utils.checks import at_least, one_of
 from cryoscape.io.errors import InputError
 
 
