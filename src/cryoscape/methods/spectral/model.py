@@ -20,9 +20,7 @@ Parseval's theorem is ``D²`` times the pixel mean; the ``D²`` cancels in the r
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,18 +45,29 @@ class LinearAngleModel(nn.Module):
 
     def __init__(self, reference: ChainCoordinates, k: int, bias: bool = False):
         super().__init__()
-        self.ref = reference
         m = reference.psi.shape[-1]
         dt = reference.psi.dtype
+        # the reference as buffers, so that .to(device) moves it with the parameters
+        self.register_buffer("psi0", reference.psi.detach().clone())
+        self.register_buffer("theta0", reference.theta.detach().clone())
+        self.register_buffer("bonds0", reference.bonds.detach().clone())
+        self.register_buffer("ref_pos0", reference.ref_pos.detach().clone())
+        self.register_buffer("ref_frame0", reference.ref_frame.detach().clone())
+        self.ref_index = int(reference.ref)
         self.gamma_psi = nn.Parameter(torch.zeros(m, k, dtype=dt))
         self.gamma_theta = nn.Parameter(torch.zeros(m, k, dtype=dt))
         self.bias_psi = nn.Parameter(torch.zeros(m, dtype=dt)) if bias else None
         self.bias_theta = nn.Parameter(torch.zeros(m, dtype=dt)) if bias else None
 
+    @property
+    def ref(self) -> ChainCoordinates:
+        """The reference chain (batch 1)."""
+        return ChainCoordinates(self.psi0, self.theta0, self.bonds0, self.ref_index, self.ref_pos0, self.ref_frame0)
+
     def angles(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``v (n, k)`` → ``ψ, θ`` each ``(n, L−2)``."""
-        psi = self.ref.psi + v @ self.gamma_psi.T
-        theta = self.ref.theta + v @ self.gamma_theta.T
+        psi = self.psi0 + v @ self.gamma_psi.T
+        theta = self.theta0 + v @ self.gamma_theta.T
         if self.bias_psi is not None:
             psi, theta = psi + self.bias_psi, theta + self.bias_theta
         return psi, theta
@@ -70,9 +79,9 @@ class LinearAngleModel(nn.Module):
         the model each particle's true anchor)."""
         psi, theta = self.angles(v)
         n = v.shape[0]
-        pos = self.ref.ref_pos.expand(n, -1) if ref_pos is None else ref_pos
-        frame = self.ref.ref_frame.expand(n, -1, -1) if ref_frame is None else ref_frame
-        c = ChainCoordinates(psi, theta, self.ref.bonds.expand(n, -1), self.ref.ref, pos, frame)
+        pos = self.ref_pos0.expand(n, -1) if ref_pos is None else ref_pos
+        frame = self.ref_frame0.expand(n, -1, -1) if ref_frame is None else ref_frame
+        c = ChainCoordinates(psi, theta, self.bonds0.expand(n, -1), self.ref_index, pos, frame)
         return internal_to_chain(c)
 
 
@@ -208,7 +217,8 @@ def mean_power(images: torch.Tensor, grid: ImagingGrid, chunk: int = 1024) -> fl
 class FitConfig:
     """Training options: ``optimizer`` "sgd" (with ``momentum``, as in the paper) or "adam"; ``schedule``
     "constant" or "cosine" (the step of epoch ``e`` of ``E`` is ``lr · ½(1 + cos(π (e − 1) / E))``: large
-    steps first, small ones at the end, which keeps long runs at a large ``lr`` from wandering).
+    steps first, small ones at the end, which keeps long runs at a large ``lr`` from wandering); ``device``
+    "auto" (a GPU when torch sees one), "cpu", "cuda" or "cuda:N".
 
     ``checkpoint``: a file written (atomically) after every epoch with the model, the optimiser, the
     shuffling generator and the history; when it exists at the start, training resumes from it and ends
@@ -224,75 +234,68 @@ class FitConfig:
     sigma: float = 3.0
     seed: int = 0
     checkpoint: str | None = None
+    device: str = "auto"
     history: list = field(default_factory=list)
 
 
-def fit_model(model: LinearAngleModel, v: torch.Tensor, images: torch.Tensor, R: torch.Tensor,
+def fit_model(model: nn.Module, v: torch.Tensor, images: torch.Tensor, R: torch.Tensor,
               offsets: torch.Tensor, ctf: CTFParams | None, D: int, apix: float, cfg: FitConfig,
               progress=None, anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
-              on_epoch=None) -> list[dict]:
-    """Minimise the mean squared image error over the model's parameters.
+              on_epoch=None, log=None) -> list[dict]:
+    """Minimise the mean squared image error (module docstring) over the model's parameters, with the one
+    training loop (:class:`cryoscape.methods.training.Trainer`): the model and the data on ``cfg.device``,
+    one CPU generator seeded ``cfg.seed`` drawing every epoch's order (``torch.randperm``; ``rng="continuous"``),
+    a checkpoint after every epoch, and under ``torchrun`` each rank fitting its part of every global batch
+    of ``cfg.batch_size`` (DistributedDataParallel averages the gradients).
 
     Args:
+        model: a :class:`LinearAngleModel` or :class:`CartesianModel` (moved to the device in place).
         v: ``(N, k)`` spectral coordinates of the training particles; images ``(N, D, D)``; R, offsets,
         ctf: their known poses, offsets (Å, the particle's displacement from the box centre) and CTF.
-        progress: object with ``advance(n)`` (one unit per epoch).
+        progress: object with ``advance(n)``, advanced by the images of every batch.
         anchors: optional per-particle ``(ref_pos (N, 3), ref_frame (N, 3, 3))`` (see ``forward``).
         on_epoch: optional callback ``f(epoch, model)`` after every epoch (e.g. to record test errors).
+        log: a logger for one line per epoch (rank 0).
     Returns:
-        The per-epoch history: ``{"epoch", "loss", "wall_s"}`` (loss relative to the images' mean square).
+        The per-epoch history: ``{"epoch", "lr", "loss", "wall_s", "images_per_s"}`` (loss relative to the
+        images' mean square; ``wall_s`` of the epoch).
     """
+    from ...data.loader import shuffled_batches
+    from ..training import TrainConfig, Trainer
+    from ...utils.devices import to_device
+
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     elif cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    N = v.shape[0]
-    grid = ImagingGrid(D, apix, dtype=torch.float64, device=images.device)
-    scale = 1.0 / mean_power(images, grid)
-    history, start = [], 1
-    if cfg.checkpoint is not None and Path(cfg.checkpoint).exists():
-        state = torch.load(cfg.checkpoint, weights_only=False)
-        if state.get("n_train") != N or state.get("optimizer") != cfg.optimizer:
-            from ...io.errors import InputError
-            raise InputError(cfg.checkpoint, "checkpoint of another training set or optimiser; remove it")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        history, start = state["history"], state["epoch"] + 1
-    t0 = time.perf_counter()
     if cfg.schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown schedule {cfg.schedule!r}")
-    for epoch in range(start, cfg.epochs + 1):
-        if cfg.schedule == "cosine":
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
-        order = torch.randperm(N, generator=gen)
-        total = 0.0
-        for s in range(0, N, cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            opt.zero_grad()
-            coords = model(v[idx]) if anchors is None else model(v[idx], anchors[0][idx], anchors[1][idx])
-            pred = render_fourier(coords, R[idx], offsets[idx], None if ctf is None else ctf.subset(idx),
-                                  cfg.sigma, grid)
-            loss = image_error(pred, images[idx], grid).mean() * scale
-            if hasattr(model, "regulariser"):
-                loss = loss + model.regulariser(coords)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append({"epoch": epoch, "loss": total / N, "wall_s": time.perf_counter() - t0})
-        if not math.isfinite(total):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {total}); lower the learning rate")
-        if cfg.checkpoint is not None:
-            from ...io.atomic import atomic_path
-            with atomic_path(cfg.checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                            "history": history, "epoch": epoch, "n_train": N, "optimizer": cfg.optimizer}, tmp)
-        if on_epoch is not None:
-            on_epoch(epoch, model)
-        if progress is not None:
-            progress.advance(1)
-    return history
+    N = v.shape[0]
+    train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule=cfg.schedule, seed=cfg.seed, rng="continuous",
+                            device=cfg.device, precision="fp32", checkpoint=cfg.checkpoint)
+    signature = {"method": "spectral", "n_train": N, "optimizer": cfg.optimizer, "lr": cfg.lr,
+                 "momentum": cfg.momentum if cfg.optimizer == "sgd" else None, "schedule": cfg.schedule,
+                 "batch_size": cfg.batch_size, "sigma": cfg.sigma}
+    trainer = Trainer(model, opt, train_cfg, signature, log)
+    dev = trainer.device
+    v, images, R, offsets, anchors = to_device((v, images, R, offsets, anchors), dev)
+    ctf = None if ctf is None else ctf.to(dev)
+    grid = ImagingGrid(D, apix, dtype=torch.float64, device=dev)
+    scale = 1.0 / mean_power(images, grid)
+    regulariser = getattr(model, "regulariser", None)
+
+    def step(idx, ctx):
+        if len(idx) == 0:  # this rank's empty part of a last batch (the trainer zeroes it)
+            return images.new_zeros(()), 0
+        coords = model(v[idx]) if anchors is None else model(v[idx], anchors[0][idx], anchors[1][idx])
+        pred = render_fourier(coords, R[idx], offsets[idx], None if ctf is None else ctf.subset(idx), cfg.sigma,
+                              grid)
+        loss = image_error(pred, images[idx], grid).mean() * scale
+        if regulariser is not None:
+            loss = loss + regulariser(coords)
+        return loss, len(idx)
+
+    return trainer.fit(step, lambda epoch, gen: shuffled_batches(N, cfg.batch_size, gen), progress=progress,
+                       on_epoch=on_epoch)
