@@ -1,4 +1,7 @@
-"""``cryoscape spectral``: per-particle atomic models by spectral decomposition (Esteve-Yagüe et al. 2023)."""
+"""``cryoscape spectral``: per-particle atomic models by spectral decomposition (Esteve-Yagüe et al. 2023).
+
+Options → :class:`~cryoscape.methods.spectral.run.SpectralConfig` → :func:`cryoscape.runs.spectral.spectral_run`.
+"""
 
 from __future__ import annotations
 
@@ -12,117 +15,79 @@ __all__ = ["spectral"]
 
 
 def spectral(
-    particles: Path = typer.Argument(..., help="Particles with poses and CTF: RELION .star (or .mrcs with --poses)."),
+    particles: Path = typer.Argument(..., help="Particles with poses (and CTF): RELION .star, cryoSPARC .cs with "
+                                              "--poses, or an .mrcs stack with --poses and --ctf (cryoDRGN "
+                                              "pickles). Without CTF parameters the fit runs CTF-free."),
     reference: Path = typer.Option(..., "--reference", help="The given model: PDB/mmCIF, or a trajectory with "
                                                            "--topology and --frame."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (must not exist)."),
     topology: Optional[Path] = typer.Option(None, "--topology", help="Topology of a trajectory reference."),
     frame: int = typer.Option(0, "--frame", help="Frame (or model) of the reference to use."),
-    poses: Optional[Path] = typer.Option(None, "--poses", help="cryoDRGN poses .pkl (with a .mrcs input)."),
-    ctf: Optional[Path] = typer.Option(None, "--ctf", help="cryoDRGN CTF .pkl (with a .mrcs input)."),
-    datadir: Optional[Path] = typer.Option(None, "--datadir", help="Folder of the stacks a STAR refers to."),
+    poses: Optional[Path] = typer.Option(None, "--poses", help="cryoDRGN poses .pkl (overrides the file's)."),
+    ctf: Optional[Path] = typer.Option(None, "--ctf", help="cryoDRGN CTF .pkl (overrides the file's)."),
+    datadir: Optional[Path] = typer.Option(None, "--datadir", help="Folder of the stacks a STAR or .cs refers to."),
+    apix: Optional[float] = typer.Option(None, "--apix", help="Pixel size, Å, when no file states it."),
     features: str = typer.Option("images", "--features", help="Feature source of the graph: images (main modes "
                                  "of 3-D variability from the images, poses and CTF) or oracle (the paper's "
                                  "low-resolution maps of the true conformations; needs --truth-models)."),
     truth_models: Optional[Path] = typer.Option(None, "--truth-models", help="True models of a simulated set "
                                                 "(truth/models.pdb; particles mapped by the STAR's "
-                                                "cryoscapeConformation and truth/frame_ids.npy)."),
-    k: int = typer.Option(10, "--k", help="Number of eigenvectors."),
+                                                "cryoscapeConformation and truth/frame_ids.npy): scores the result."),
+    model: str = typer.Option("cartesian", "--model", help="cartesian (default, measured best: positions linear "
+                              "in the eigenvectors, smooth along the chain) or angles (the paper's: bend and "
+                              "torsion angles linear in the eigenvectors; the paper used --k 10)."),
+    k: int = typer.Option(3, "--k", help="Number of eigenvectors (3 measured best with the cartesian model)."),
     variability_modes: int = typer.Option(1, "--variability-modes", help="Image features: modes of 3-D "
                                           "variability per particle (1 measured best on AdK's one-path motion)."),
-    epochs: int = typer.Option(30, "--epochs"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Step size (default: Adam 0.01 for the angle model, "
-                                       "1.0 with a cosine schedule for the cartesian; the loss is relative to the "
-                                       "images' mean square, so SGD needs ~5 where Adam takes 0.01 on the angle "
-                                       "model)."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs per stage (the cartesian model's refit is a second "
+                               "stage)."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Step size (default: 1.0 for the cartesian model, "
+                                       "0.01 for the angle model; the loss is relative to the images' mean "
+                                       "square, so SGD needs ~5 where Adam takes 0.01 on the angle model)."),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam (default; robust) or sgd (momentum 0.9, "
                                                              "as in the paper)."),
-    model: str = typer.Option("angles", "--model", help="angles (the paper's: bend and torsion angles linear "
-                              "in the eigenvectors) or cartesian (positions linear in the eigenvectors, smooth "
-                              "along the chain; best measured with --k 3 or 4, see docs/benchmarks.md)."),
-    smooth_modes: int = typer.Option(20, "--smooth-modes", help="Cosines along the chain per axis (cartesian)."),
-    refine_modes: int = typer.Option(0, "--refine-modes", help="Cartesian: then refit with this many cosines from "
-                                     "the first fit, at a tenth of the step (0: no refit; 60 measured best)."),
-    hidden: int = typer.Option(0, "--hidden", help="Cartesian: units of a small MLP term beside the linear one "
-                               "(0: linear only)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Step schedule: constant or cosine (default: "
                                            "cosine for the cartesian model, constant for the angle model)."),
-    bias: bool = typer.Option(False, "--bias", help="Learn a constant angle offset too."),
-    bonds: str = typer.Option("constant", "--bonds", help="constant (the paper) or given (the reference's own)."),
+    smooth_modes: int = typer.Option(20, "--smooth-modes", help="Cartesian: cosines along the chain per axis."),
+    refine_modes: int = typer.Option(60, "--refine-modes", help="Cartesian: then refit with this many cosines "
+                                     "from the first fit, at a tenth of the step (60 measured best; 0: no refit)."),
+    hidden: int = typer.Option(0, "--hidden", help="Cartesian: units of a small MLP term beside the linear one "
+                               "(0: linear only)."),
+    bias: bool = typer.Option(False, "--bias", help="Angle model: learn a constant angle offset too."),
+    bonds: str = typer.Option("constant", "--bonds", help="Angle model: constant (the paper) or given (the "
+                                                          "reference's own bond lengths)."),
     sigma: float = typer.Option(3.0, "--sigma", help="Gaussian atom width, Å (as in the simulation)."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Particles held out for the metrics."),
     seed: int = typer.Option(0, "--seed"),
     models_format: str = typer.Option("pdb", "--models-format", help="pdb (one model per particle) or dcd "
                                       "(models.dcd + models_topology.pdb: 12 bytes per atom and particle)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
+                                          "process may use, shared among torchrun's processes)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
-    """Recover a Cα model per particle from images with known poses (spectral graph + linear angle model)."""
-    import numpy as np
+    """Recover a Cα model per particle from images with known poses (spectral graph + linear model). Runs
+    under torchrun (--batch-size is the global batch); an interrupted run resumes when run again."""
+    from ..methods.spectral.run import SpectralConfig, default_fit
+    from ..runs.spectral import spectral_run
 
-    from ..data.particles import load_particles
-    from ..io.atomic import check_can_write
-    from ..io.errors import InputError
-    from .checks import at_least, one_of
-    from ..io.models import read_model, read_structure
-    from ..io.star import read_star
-    from dataclasses import asdict
-
-    from ..methods.spectral.model import FitConfig
-    from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
-    from ..utils.progress import progress_bar
-
-    check_can_write(out, overwrite)
-    one_of("--features", features, ("images", "oracle"))
-    for name, value in (("--k", k), ("--epochs", epochs), ("--variability-modes", variability_modes)):
-        at_least(name, value, 1)
-    at_least("--hidden", hidden, 0)
-    at_least("--seed", seed, 0)
-    one_of("--models-format", models_format, ("pdb", "dcd"))
-    one_of("--optimizer", optimizer, ("sgd", "adam"))
-    ref = read_structure(reference, topology, "ca", frames=[frame])
-    coords = ref.coords[0] - ref.coords[0].mean(0)
-    data = load_particles(particles, poses, ctf, datadir)
-    truth = conf = None
-    if truth_models is not None:
-        models = read_model(truth_models, "ca")
-        if models.n_atoms != ref.n_atoms:
-            raise InputError(truth_models, f"has {models.n_atoms} Cα but the reference has {ref.n_atoms}")
-        if particles.suffix.lower() != ".star":
-            raise InputError(particles, "--truth-models needs a STAR with the cryoscapeConformation column")
-        table = read_star(particles)
-        table.require(["cryoscapeConformation"], "--truth-models")
-        ids_file = truth_models.parent / "frame_ids.npy"
-        frame_ids = np.load(ids_file) if ids_file.exists() else np.arange(models.n_frames)
-        lookup = {int(f): i for i, f in enumerate(frame_ids)}
-        conf = table.particles["cryoscapeConformation"].to_numpy(dtype=np.int64)
-        missing = [c for c in np.unique(conf) if int(c) not in lookup]
-        if missing or len(frame_ids) != models.n_frames:
-            raise InputError(truth_models, "its models do not match the particles' cryoscapeConformation values")
-        truth = models.coords[[lookup[int(c)] for c in conf]]
-    if ref.n_atoms < 4:
-        raise InputError(reference, f"needs at least 4 Cα, has {ref.n_atoms}")
-    if lr is None:
-        lr = 1.0 if model == "cartesian" else 0.01
-    if schedule is None:
-        schedule = "cosine" if model == "cartesian" else "constant"
-    one_of("--schedule", schedule, ("constant", "cosine"))
+    model = "angles" if model == "angle" else model
+    fit = default_fit(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+                      sigma=sigma, seed=seed, device=device)
     cfg = SpectralConfig(features=features, k=k, bias=bias, bonds=bonds, model=model, smooth_modes=smooth_modes,
                          refine_modes=refine_modes, hidden=hidden, variability_modes=variability_modes,
-                         test_fraction=test_fraction,
-                         fit=FitConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, sigma=sigma,
-                                       seed=seed))
-    stages = 2 if model == "cartesian" and refine_modes > smooth_modes else 1
-    with progress_bar(epochs * stages, "training", not no_progress) as bar:
-        result = run_spectral(data, coords, cfg, truth, bar)
-    config = {"command": "spectral", "particles": str(particles), "reference": str(reference), "frame": frame,
-              "truth_models": str(truth_models) if truth_models else None, **asdict(cfg)}
-    summary = write_spectral(out, result, ref, config, overwrite, color=conf, models_format=models_format)
-    brief = {"n_particles": summary["n_particles"], "wall_s": summary["wall_s"]}
-    for stage in ("test_initial", "test_trained"):
-        if summary[stage]:
-            brief[stage] = {m: round(summary[stage][m], 3) for m in ("avg_error_A", "avg_max_error_A",
-                                                                    "max_error_A")}
-    typer.echo(json.dumps(brief))
+                         test_fraction=test_fraction, fit=fit)
+    summary = spectral_run(particles, reference, out, cfg, topology=topology, frame=frame, poses=poses, ctf=ctf,
+                           datadir=datadir, apix=apix, truth_models=truth_models, models_format=models_format,
+                           overwrite=overwrite, threads=threads, show_progress=not no_progress,
+                           echo=lambda m: typer.echo(m, err=True))
+    if summary is None:  # a rank other than 0 under torchrun
+        return
+    m = summary["metrics"]
+    brief = {key: m[key] for key in ("n_particles", "test_initial_avg_error_A", "test_trained_avg_error_A",
+                                     "test_trained_avg_max_error_A", "test_trained_max_error_A") if key in m}
+    typer.echo(json.dumps({**brief, "wall_s": summary["wall_s"]}))
     models_files = "models.dcd + models_topology.pdb" if models_format == "dcd" else "models.pdb"
     typer.echo(f"wrote {out}/{models_files}, embedding.npy, metrics.json, embedding.png, training.png")

@@ -8,12 +8,17 @@ atomic model (Cα chain of one conformation) and a feature source: "images" (coo
 With the true models (simulated data) each particle's true anchor (reference atom and frame) is given to
 the model, as in the paper's protocol, and errors are reported on held-out particles; without them the
 chain is anchored at the given model's reference atom and frame (the frame the poses refer to).
+
+The method returns a :class:`SpectralResult` and writes nothing: ``cryoscape.runs.spectral`` scores it against
+the truth and writes the run folder.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,31 +27,38 @@ from ...io.errors import InputError
 from ...structure.chain import chain_to_internal
 from .features import oracle_maps
 from .graph import spectral_embedding
-from .model import FitConfig, LinearAngleModel, CartesianModel, fit_model, refine_cartesian
+from .model import FitConfig, LinearAngleModel, CartesianModel, fit_model, refine_cartesian, render_particles
 
-__all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain"]
+__all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain", "check_inputs", "default_fit",
+           "split", "training_items", "MODELS", "FEATURES"]
 
 MAX_BOND_A = 4.2
 
 
+MODELS = ("cartesian", "angles")
+FEATURES = ("images", "oracle")
+
+
 @dataclass
 class SpectralConfig:
-    """Options: the feature source, eigenvectors ``k``, the model (``model`` "angles", the paper's, with
-    ``bias`` and ``bonds`` "constant" or "given"; or "cartesian", positions linear in the eigenvectors
-    within ``smooth_modes`` cosines along the chain, then optionally refitted with ``refine_modes``
-    cosines at ``refine_lr`` times the step; ``hidden`` units of an optional small MLP term), the test
-    fraction, the feature sources' grids (``variability_modes``: 1 measured best on AdK, where the
-    motion is one path), and the training
-    (``fit``, a :class:`FitConfig`: Adam 0.01 by default, robust on this normalised loss; its ``seed`` and ``sigma``
-    also seed the split and set the atom width)."""
+    """Options. The defaults are the best measured ones on AdK (docs/benchmarks.md; the demo runs them): graph
+    features from the images (``features`` "images": coordinates on ``variability_modes`` = 1 mode of 3-D
+    variability, measured best on AdK's one-path motion), ``k`` = 3 eigenvectors, the cartesian model
+    (positions linear in the eigenvectors within ``smooth_modes`` = 20 cosines along the chain), refitted with
+    ``refine_modes`` = 60 cosines at ``refine_lr`` = a tenth of the step, Adam 1.0 with a cosine schedule over
+    30 epochs per stage (``fit``, a :class:`FitConfig`, whose ``seed`` and ``sigma`` also seed the split and
+    set the atom width). The paper's model: ``model`` "angles" (bend and torsion angles linear in the
+    eigenvectors, with ``bias`` and ``bonds`` "constant" or "given"; no refit) with ``k`` = 10 and
+    :func:`default_fit` ("angles": Adam 0.01, constant steps). ``hidden``: units of an optional small MLP
+    term of the cartesian model. ``oracle_*``: the grid of the paper's oracle features."""
 
     features: str = "images"
-    k: int = 10
+    k: int = 3
     bias: bool = False
     bonds: str = "constant"
-    model: str = "angles"
+    model: str = "cartesian"
     smooth_modes: int = 20
-    refine_modes: int = 0
+    refine_modes: int = 60
     refine_lr: float = 0.1
     hidden: int = 0
     test_fraction: float = 0.1
@@ -56,20 +68,66 @@ class SpectralConfig:
     variability_modes: int = 1
     variability_box: int = 32
     variability_resolution_A: float = 10.0
-    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, optimizer="adam"))
+    fit: FitConfig = field(default_factory=lambda: default_fit("cartesian"))
+
+    @property
+    def refines(self) -> bool:
+        """Whether a second stage refits the cartesian model with ``refine_modes`` cosines."""
+        return self.model == "cartesian" and self.refine_modes > self.smooth_modes
+
+    @property
+    def stages(self) -> int:
+        return 2 if self.refines else 1
+
+    def check(self) -> None:
+        """Raise :class:`InputError` naming the option of the first bad value (before any work)."""
+        if self.model not in MODELS:
+            raise InputError("--model", f"must be cartesian or angles, got {self.model!r}")
+        if self.features not in FEATURES:
+            raise InputError("--features", f"must be images or oracle, got {self.features!r}")
+        if self.bonds not in ("constant", "given"):
+            raise InputError("--bonds", f"must be constant or given, got {self.bonds!r}")
+        for name, value, low in (("--k", self.k, 1), ("--smooth-modes", self.smooth_modes, 1),
+                                 ("--refine-modes", self.refine_modes, 0), ("--hidden", self.hidden, 0),
+                                 ("--variability-modes", self.variability_modes, 1),
+                                 ("--epochs", self.fit.epochs, 1), ("--batch-size", self.fit.batch_size, 1),
+                                 ("--seed", self.fit.seed, 0)):
+            if not (isinstance(value, int) and value >= low):
+                raise InputError(name, f"must be an integer ≥ {low}, got {value}")
+        if not 0 < self.test_fraction < 1:
+            raise InputError("--test-fraction", f"must be in (0, 1), got {self.test_fraction}")
+        for name, value in (("--lr", self.fit.lr), ("--sigma", self.fit.sigma), ("--refine-lr", self.refine_lr)):
+            if not (value > 0 and math.isfinite(value)):
+                raise InputError(name, f"must be a finite number > 0, got {value}")
+        if self.fit.optimizer not in ("sgd", "adam"):
+            raise InputError("--optimizer", f"must be sgd or adam, got {self.fit.optimizer!r}")
+        if self.fit.schedule not in ("constant", "cosine"):
+            raise InputError("--schedule", f"must be constant or cosine, got {self.fit.schedule!r}")
+
+
+def default_fit(model: str, **changes) -> FitConfig:
+    """The measured-best training of each model (docs/benchmarks.md), with ``changes`` applied: the cartesian
+    model Adam 1.0 with a cosine schedule; the angle model Adam 0.01 with constant steps (30 epochs each)."""
+    base = (FitConfig(epochs=30, lr=1.0, optimizer="adam", schedule="cosine") if model == "cartesian" else
+            FitConfig(epochs=30, lr=0.01, optimizer="adam", schedule="constant"))
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass
 class SpectralResult:
-    """Per-particle models ``(N, L, 3)`` (Å, model frame), the embedding ``(N, k)``, the test indices,
-    the training history and, with truth, the metrics on the test particles."""
+    """What the method returns (no metrics: scoring against a truth is the analysis layer's job).
+
+    ``models (N, L, 3)``: one Cα model per particle (Å, model frame); ``initial_models (N, L, 3)``: the given
+    model as each particle starts (with the same anchors); ``embedding (N, k)``; ``test_index``: the held-out
+    particles (sorted); ``history``: per-epoch training history of every stage (epochs numbered on);
+    ``truth (N, L, 3)`` when given; ``views``: noiseless renders of three held-out particles (``initial``,
+    ``truth``, ``prediction``) beside the ``observed`` images, each ``(3, D, D)``.
+    """
 
     models: torch.Tensor
     embedding: torch.Tensor
     test_index: np.ndarray
     history: list
-    metrics: dict = field(default_factory=dict)
-    initial_metrics: dict = field(default_factory=dict)
     wall_s: float = 0.0
     initial_models: torch.Tensor | None = None
     truth: torch.Tensor | None = None
@@ -87,38 +145,61 @@ def check_chain(coords: np.ndarray, where) -> None:
                                 f"({len(gaps)} gap(s) > {MAX_BOND_A} Å); give one continuous segment")
 
 
+def check_inputs(n_particles: int, reference: np.ndarray, cfg: SpectralConfig, truth: np.ndarray | None = None,
+                 where_reference="--reference") -> None:
+    """Every refusal :func:`run_spectral` would make about its inputs, without reading any image."""
+    cfg.check()
+    if cfg.features == "oracle" and truth is None:
+        raise InputError("--features", "the oracle feature source needs the true models (--truth-models)")
+    L = reference.shape[0]
+    if L < 4:
+        raise InputError(where_reference, f"needs at least 4 Cα, has {L}")
+    if truth is not None and truth.shape != (n_particles, L, 3):
+        raise InputError("--truth-models", f"true models have shape {truth.shape}, expected ({n_particles}, {L}, 3)")
+    if not cfg.k < n_particles:
+        raise InputError("--k", f"must be in 1..{n_particles - 1}, got {cfg.k}")
+    check_chain(reference, where_reference)
+
+
+def split(n: int, cfg: SpectralConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` sorted particle indices: ``max(1, round(test_fraction · n))`` held out at random
+    (numpy generator seeded ``cfg.fit.seed``)."""
+    perm = np.random.default_rng(cfg.fit.seed).permutation(n)
+    n_test = max(1, int(round(cfg.test_fraction * n)))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def training_items(n: int, cfg: SpectralConfig) -> int:
+    """Images a run on ``n`` particles trains on, over all epochs and stages (a progress bar's total)."""
+    return len(split(n, cfg)[0]) * cfg.fit.epochs * cfg.stages
+
+
 def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.ndarray | None = None,
-                 progress=None) -> SpectralResult:
+                 progress=None, checkpoint_dir=None, log=None) -> SpectralResult:
     """Run the method.
 
     Args:
-        data: particles with poses and CTF. reference: ``(L, 3)`` Cα of the given model (Å, centred as the
-            particles' poses assume). truth: ``(N, L, 3)`` true Cα of every particle (oracle features and
-            metrics). progress: object with ``advance(n)``, one unit per epoch.
+        data: :class:`~cryoscape.data.particles.ParticleData` with poses (and CTF, or none: CTF-free).
+        reference: ``(L, 3)`` Cα of the given model (Å, centred as the particles' poses assume).
+        truth: ``(N, L, 3)`` true Cα of every particle (simulated data): gives each particle its true anchor
+            (the paper's protocol) and the oracle features; the method does not score against it.
+        progress: object with ``advance(n)``, advanced by the images of every batch (:func:`training_items`
+            in all).
+        checkpoint_dir: folder of the per-epoch checkpoints (``fit.pt``, and ``refine.pt`` for the refit);
+            a run finds them there and resumes (None: no checkpoints). log: logger (one line per epoch).
+    Training runs on ``cfg.fit.device``; under ``torchrun`` each process fits its part of every batch and
+    every process returns the same result.
     """
-    from ...analysis.pointcloud import pointcloud_errors
     from .features import variability_coordinates
     t0 = time.perf_counter()
-    if cfg.features not in ("images", "oracle"):
-        raise InputError("--features", f"must be images or oracle, got {cfg.features!r}")
-    if cfg.features == "oracle" and truth is None:
-        raise InputError("--features", "the oracle feature source needs the true models (--truth-models)")
     if data.rotations is None:
         raise InputError(data.source, "no poses")
-    N, L = len(data), reference.shape[0]
-    if truth is not None and truth.shape != (N, L, 3):
-        raise InputError("--truth-models", f"true models have shape {truth.shape}, expected ({N}, {L}, 3)")
-    if not 0 < cfg.test_fraction < 1:
-        raise InputError("--test-fraction", f"must be in (0, 1), got {cfg.test_fraction}")
-    if not 1 <= cfg.k < N:
-        raise InputError("--k", f"must be in 1..{N - 1}, got {cfg.k}")
-    check_chain(reference, "--reference")
+    N = len(data)
+    check_inputs(N, reference, cfg, truth)
     ref_t = torch.as_tensor(reference, dtype=torch.float64)[None]
     ref = chain_to_internal(ref_t)
     if cfg.bonds == "constant":
         ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
-    elif cfg.bonds != "given":
-        raise InputError("--bonds", f"must be constant or given, got {cfg.bonds!r}")
     true_t = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)
     if true_t is not None:
         true_int = chain_to_internal(true_t, ref=ref.ref)
@@ -133,86 +214,42 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
                                         cfg.variability_resolution_A, seed=cfg.fit.seed)
     v, _, _ = spectral_embedding(feats, cfg.k)
     images = torch.from_numpy(data.images(slice(0, N))).to(torch.float64)
-    rng = np.random.default_rng(cfg.fit.seed)
-    perm = rng.permutation(N)
-    n_test = max(1, int(round(cfg.test_fraction * N)))
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    # origins (RELION: the shift that centres the particle) → the particle's offset is their negative
-    offsets = -torch.as_tensor(data.origins_A)
+    train, test = split(N, cfg)
+    poses = data.poses  # shift_A: the particle's displacement from the box centre (−RELION origin)
+    R, offsets = poses.R, poses.shift_A
+
     def new_model():
         if cfg.model == "cartesian":
             return CartesianModel(ref_t[0], cfg.k, float(v.pow(2).mean().sqrt()), cfg.smooth_modes,
                                   hidden=cfg.hidden, seed=cfg.fit.seed)
         return LinearAngleModel(ref, cfg.k, bias=cfg.bias)
-    if cfg.model not in ("angles", "cartesian"):
-        raise InputError("--model", f"must be angles or cartesian, got {cfg.model!r}")
-    if cfg.model == "cartesian" and not 1 <= cfg.smooth_modes:
-        raise InputError("--smooth-modes", f"must be ≥ 1, got {cfg.smooth_modes}")
+
     model = new_model()
     fit_cfg = cfg.fit
+
+    def checkpoint(name):
+        return None if checkpoint_dir is None else str(Path(checkpoint_dir) / name)
+
     tr = torch.as_tensor(train)
-    with torch.no_grad():
-        initial = ({} if true_t is None else
-                   pointcloud_errors(model(v[test], anchors[0][test], anchors[1][test]), true_t[test]))
     train_ctf = None if data.ctf is None else data.ctf.subset(tr)
-    history = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr], train_ctf, data.D, data.apix,
-                        fit_cfg, progress=progress, anchors=(anchors[0][tr], anchors[1][tr]))
-    if cfg.model == "cartesian" and cfg.refine_modes > cfg.smooth_modes:
-        model = refine_cartesian(model, cfg.refine_modes)
-        fine = fit_model(model, v[tr], images[tr], data.rotations[tr], offsets[tr], train_ctf, data.D, data.apix,
-                         replace(fit_cfg, lr=fit_cfg.lr * cfg.refine_lr, history=[]), progress=progress)
+    history = fit_model(model, v[tr], images[tr], R[tr], offsets[tr], train_ctf, data.D, data.apix,
+                        replace(fit_cfg, checkpoint=checkpoint("fit.pt")), progress=progress,
+                        anchors=(anchors[0][tr], anchors[1][tr]), log=log)
+    if cfg.refines:
+        model = refine_cartesian(model.cpu(), cfg.refine_modes)
+        fine = fit_model(model, v[tr], images[tr], R[tr], offsets[tr], train_ctf, data.D, data.apix,
+                         replace(fit_cfg, lr=fit_cfg.lr * cfg.refine_lr, history=[], checkpoint=checkpoint("refine.pt")),
+                         progress=progress, log=log)
         history += [{**h, "epoch": h["epoch"] + fit_cfg.epochs} for h in fine]
+    model = model.cpu()
     with torch.no_grad():
         models = model(v, anchors[0], anchors[1])
-        final = {} if true_t is None else pointcloud_errors(models[test], true_t[test])
         start = new_model()(v, anchors[0], anchors[1])
         # noiseless views of three test particles: the given model, the truth and the prediction
-        from .model import render_particles
         show = torch.as_tensor(test[:3])
         ctf = None if data.ctf is None else data.ctf.subset(show)
-        views = {name: render_particles(c[show], data.rotations[show], offsets[show], ctf, cfg.fit.sigma, data.D,
+        views = {name: render_particles(c[show], R[show], offsets[show], ctf, cfg.fit.sigma, data.D,
                                         data.apix).numpy()
                  for name, c in (("initial", start), ("truth", true_t), ("prediction", models)) if c is not None}
         views["observed"] = images[show].numpy()
-    return SpectralResult(models, v, test, history, final, initial, time.perf_counter() - t0, start, true_t, views)
-
-
-def write_spectral(out_dir, result: SpectralResult, meta, config: dict, overwrite: bool = False,
-                   color: np.ndarray | None = None, models_format: str = "pdb") -> dict:
-    """Write the per-particle models (``models.pdb``, one model per particle; or with ``models_format``
-    "dcd" ``models.dcd`` + ``models_topology.pdb``), ``embedding.npy``, ``test_index.npy``,
-    ``training.json``, ``metrics.json``, plots (``color``: e.g. the true conformation of each particle),
-    ``config.yaml``, ``versions.txt`` atomically."""
-    import json
-
-    from ...io.atomic import atomic_dir
-    from ...io.models import Conformations, write_dcd, write_pdb
-    from ...io.rundir import write_config, write_versions
-    from ...report.plots import embedding_plot, structures_plot, training_plot, views_plot
-
-    summary = {"n_particles": int(result.models.shape[0]), "wall_s": round(result.wall_s, 3),
-               "test_initial": {k: v for k, v in result.initial_metrics.items() if k != "per_residue_error_A"},
-               "test_trained": {k: v for k, v in result.metrics.items() if k != "per_residue_error_A"},
-               "per_residue_error_A": result.metrics.get("per_residue_error_A")}
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        conf = Conformations(result.models.detach().numpy(), meta.names, meta.resnames, meta.resids, meta.chains,
-                             meta.elements, "cryoscape spectral", np.arange(result.models.shape[0]))
-        if models_format == "dcd":
-            write_dcd(tmp / "models.dcd", conf)
-        else:
-            write_pdb(tmp / "models.pdb", conf)
-        np.save(tmp / "embedding.npy", result.embedding.numpy())
-        np.save(tmp / "test_index.npy", result.test_index)
-        (tmp / "training.json").write_text(json.dumps(result.history, indent=1))
-        (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
-        embedding_plot(tmp / "embedding.png", result.embedding.numpy(), color)
-        training_plot(tmp / "training.png", result.history)
-        if result.views:
-            views_plot(tmp / "projections.png", result.views)
-        if result.initial_models is not None and result.truth is not None and len(result.test_index):
-            idx = result.test_index[:3]
-            structures_plot(tmp / "structures.png", result.initial_models[idx].numpy(), result.truth[idx].numpy(),
-                            result.models[idx].detach().numpy())
-        write_config(tmp, config)
-        write_versions(tmp)
-    return summary
+    return SpectralResult(models, v, test, history, time.perf_counter() - t0, start, true_t, views)
