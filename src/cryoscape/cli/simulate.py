@@ -113,26 +113,18 @@ def demo(
                                overwrite=overwrite, progress=not no_progress, command="demo backproject")
     typer.echo(json.dumps({k: bp[k] for k in ("n_images", "resolution_fsc0.143_A", "resolution_fsc0.5_A")}))
     typer.echo(f"demo: consensus map in {out}/backproject (map.mrc, half maps, fsc.png)")
-    # 3. Atomic model per particle by the spectral method (graph from the images; the truth only scores it).
+    # 3. Atomic model per particle by the spectral method, with the command's defaults (the best measured:
+    # docs/benchmarks.md); the graph comes from the images, the truth only scores the result.
     import numpy as np
 
-    from dataclasses import asdict
-
-    from ..methods.spectral.model import FitConfig
-    from ..methods.spectral.run import SpectralConfig, run_spectral, write_spectral
-    frames = np.asarray(frame_ids)
-    lookup = {int(f): i for i, f in enumerate(frames)}
+    from ..methods.spectral.run import SpectralConfig
+    from ..runs.spectral import spectral_to_folder
+    lookup = {int(f): i for i, f in enumerate(np.asarray(frame_ids))}
     conf_ids = np.load(out / "simulate" / "truth" / "conformation.npy")
     truth = conf.coords[[lookup[int(c)] for c in conf_ids]]
-    reference = conf.coords[0]
-    # the best measured model (docs/benchmarks.md): positions linear in 3 eigenvectors, smooth along the
-    # chain (20 cosines, then 60), Adam with a cosine schedule
-    cfg_sp = SpectralConfig(features="images", model="cartesian", k=3, smooth_modes=20, refine_modes=60,
-                            fit=FitConfig(epochs=30, lr=1.0, optimizer="adam", schedule="cosine"))
-    with progress_bar(2 * cfg_sp.fit.epochs, "spectral model", not no_progress) as bar:
-        sp = run_spectral(data, reference, cfg_sp, truth, bar)
-    summ = write_spectral(out / "spectral", sp, conf, {"command": "demo spectral", **asdict(cfg_sp)},
-                          overwrite=overwrite, color=conf_ids)
-    typer.echo(json.dumps({stage: {k: round(summ[stage][k], 3) for k in ("avg_error_A", "max_error_A")}
+    sp = spectral_to_folder(out / "spectral", data, conf.coords[0], conf, SpectralConfig(), truth=truth,
+                            color=conf_ids, command="demo spectral", overwrite=overwrite,
+                            show_progress=not no_progress)["metrics"]
+    typer.echo(json.dumps({stage: {k: round(sp[f"{stage}_{k}"], 3) for k in ("avg_error_A", "max_error_A")}
                            for stage in ("test_initial", "test_trained")}))
     typer.echo(f"demo: per-particle Cα models in {out}/spectral (models.pdb, embedding.png, metrics.json)")
