@@ -64,15 +64,18 @@ def run_split(name, train, test, v, images, plan, coords, anchors, ref, ref_xyz,
     t = time.perf_counter()
     fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
               plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr, momentum=0.9,
-                                             optimizer=args.optimizer, schedule=args.schedule, seed=args.seed),
+                                             optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
+                                             device=args.device),
               anchors=(anchors[0][train], anchors[1][train]))
     if args.model == "cartesian" and args.refine_modes > (args.smooth_modes or 0):
         # coarse to fine: the same fit again with more cosines, starting from the coarse solution
         model = refine_cartesian(model, args.refine_modes)
         fit_model(model, v[train], images[train], R[train], offsets[train], plan.ctf.subset(torch.as_tensor(train)),
                   plan.box, plan.apix, FitConfig(epochs=args.epochs, batch_size=100, lr=args.lr * args.refine_lr,
-                                                 optimizer=args.optimizer, schedule=args.schedule, seed=args.seed))
+                                                 optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
+                                                 device=args.device))
     wall = time.perf_counter() - t
+    model = model.cpu()
     e1 = errors()
     with torch.no_grad():
         pred = model(v[test], anchors[0][test], anchors[1][test])
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--refine-lr", type=float, default=0.1, help="refit step, relative to --lr")
     ap.add_argument("--hidden", type=int, default=0, help="cartesian model: units of the small MLP term (0: none)")
     ap.add_argument("--bond-weight", type=float, default=0.0, help="bond-length penalty of the cartesian model")
+    ap.add_argument("--device", default="cpu", help="where the fit runs: cpu (default, the figures below), auto, cuda")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t_all = time.perf_counter()
