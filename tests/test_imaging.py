@@ -194,3 +194,18 @@ def test_ctf_params_frozen_and_movable():
     assert c.to(dtype=torch.float32).defocus_u.dtype == torch.float32
     sub = c.subset(np.array([2, 0]))
     assert float(sub.defocus_u[0]) == float(c.defocus_u[2])
+
+
+def test_gaussian_nll_with_a_per_shell_noise_spectrum_on_the_grid_points():
+    """Noise whose variance grows with the shell: the spectrum measured on the disc points recovers it, and
+    the NLL with that spectrum is P/2 per image on average (E|n|² = σ² at every point)."""
+    grid = ImagingGrid(16, 2.0, dtype=torch.float64)
+    s = grid.point_shells
+    assert int(s.max()) == grid.n_shells - 1 and s.numel() == grid.points.numel()
+    truth = 1.0 + 0.5 * torch.arange(grid.n_shells, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(3000, s.numel(), dtype=torch.complex128, generator=g) * truth[s].sqrt()
+    spec = noise_spectrum(noise, s, grid.n_shells)
+    assert torch.allclose(spec, truth, rtol=0.06)
+    nll = gaussian_nll(noise, torch.zeros_like(noise), spec[s])
+    assert abs(float(nll.mean()) / (s.numel() / 2) - 1) < 0.02

@@ -35,6 +35,8 @@ def backproject(
     truth: Optional[Path] = typer.Option(None, "--truth", help="A reference map: also report the FSC to it."),
     chunk: int = typer.Option(64, "--chunk", help="Images per chunk."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
+                                          "process may use, from its affinity and cgroup quota)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ):
@@ -45,7 +47,7 @@ def backproject(
     cfg = BackprojectConfig(pad=pad, reg=reg, wiener=wiener, half_maps=not no_half_maps, seed=seed, chunk=chunk,
                             ctf=not no_ctf, mask_radius=mask_radius, interp=interp, device=device)
     summary = backproject_run(particles, out, cfg, poses=poses, ctf=ctf, datadir=datadir, ind=ind, apix=apix,
-                              truth=truth, overwrite=overwrite, progress=not no_progress,
+                              truth=truth, overwrite=overwrite, progress=not no_progress, threads=threads,
                               say=lambda line: typer.echo(line, err=True))
     keys = ("n_images", "box_px", "apix_A", "wall_s", "resolution_fsc0.143_A", "resolution_fsc0.5_A",
             "resolution_truth_fsc0.143_A")

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         where = exc.filename if exc.filename else "system"
         typer.echo(f"error: {where}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+    except FloatingPointError as exc:  # a diverging optimisation: say so in one line, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)

@@ -65,6 +65,8 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     device: str = typer.Option("cpu", "--device", help="Where images are formed: cpu (the same bytes on every "
                                "machine), cuda, cuda:N or auto (a GPU when torch sees one; last bits differ)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
+                                          "process may use, from its affinity and cgroup quota)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ):
     """Simulate particle images with ground truth: projection, shift, CTF and noise."""
@@ -79,7 +81,7 @@ def simulate(
         ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)
     summary = run_simulate(cfg, out, input_path=input_path, topology=topology, atoms=atoms,
                            frames=parse_frames(frames), stride=stride, projection=projection, overwrite=overwrite,
-                           show_progress=not no_progress, device=device)
+                           show_progress=not no_progress, device=device, threads=threads)
     typer.echo(json.dumps(summary))
     typer.echo(f"wrote {out}/particles.star, particles.mrcs, truth/, previews/, metrics.json")
 

@@ -118,6 +118,13 @@ class ImagingGrid:
         return self.D // 2
 
     @property
+    def point_shells(self) -> torch.Tensor:
+        """Shell of every disc point, ``(P,)`` int64, for per-shell spectra of :attr:`n_shells` values: the
+        disc's outer half-ring (``D/2 − ½ ≤ |k| ≤ D/2``, which rounds to ``D//2``) joins the last shell, so
+        ``spectrum[grid.point_shells]`` maps a spectrum onto the points."""
+        return self._cached("point_shells", lambda: self.at_points(self.shell).clamp_max(self.n_shells - 1))
+
+    @property
     def friedel(self) -> torch.Tensor:
         """Half-plane weights, ``(Dp, W)`` in ``dtype``: 1 on the ``kx = 0`` column and, for an even canvas, on
         the ``kx = Dp/2`` column (each is its own mirror there), 2 elsewhere."""
@@ -359,18 +366,31 @@ class FourierField:
         v = self.fn(torch.matmul(plane.to(poses.R.dtype), poses.R).to(plane.dtype))
         if bool(torch.count_nonzero(poses.shift_A)):
             ramp = grid.at_points(phase_ramp(*_image_freqs(grid), poses.shift_A.to(grid.dtype)))
-            v = (torch.view_as_complex(v.float().contiguous()) if not v.is_complex() else v) * ramp
+            v = _as_complex(v) * ramp
         return v
 
     def project_fourier(self, poses: Poses, grid: ImagingGrid, index: torch.Tensor | None = None) -> torch.Tensor:
         if grid.pad != 1:
             raise ValueError("a FourierField is evaluated on an unpadded grid")
         v = self.project_points(poses, grid)
-        if not v.is_complex():
-            v = torch.view_as_complex(v.float().contiguous())
+        v = _as_complex(v)
         out = torch.zeros(len(poses), grid.D * grid.W, dtype=v.dtype, device=v.device)
         out[:, grid.points] = v
         return out.reshape(len(poses), grid.D, grid.W)
+
+
+def _as_complex(v: torch.Tensor) -> torch.Tensor:
+    """Real pairs ``(..., 2)`` → complex (half precision raised to float32, float64 kept); complex passes."""
+    if v.is_complex():
+        return v
+    if v.dtype not in (torch.float32, torch.float64):
+        v = v.float()
+    return torch.view_as_complex(v.contiguous())
+
+
+def _on_grid(poses: Poses, grid: ImagingGrid) -> Poses:
+    """The poses on the grid's device (a no-op when they are there already)."""
+    return poses if poses.device == grid.device else poses.to(device=grid.device)
 
 
 def _image_freqs(grid: ImagingGrid):
@@ -390,7 +410,7 @@ def forward(projector: Projector, poses: Poses, grid: ImagingGrid, ctf: CTFParam
     """``C · exp(−2πi k·t) · P̂`` on the canvas, ``(N, Dp, Dp//2 + 1)`` complex (no CTF when ``ctf`` is None).
 
     With ``pad > 1`` the shifted projection is placed on the zero-padded canvas before the CTF acts."""
-    f = projector.project_fourier(poses, grid, index)
+    f = projector.project_fourier(_on_grid(poses, grid), grid, index)
     if grid.pad > 1:
         f = grid.transform(irfft2_centered(f, grid.D))
     return f if ctf is None else f * grid.ctf(ctf).to(f.device)
@@ -405,10 +425,10 @@ def forward_points(projector, poses: Poses, grid: ImagingGrid, ctf: CTFParams | 
     the points alone; any other projector is evaluated on the plane and sampled."""
     if grid.pad != 1:
         raise ValueError("forward_points needs an unpadded grid")
+    poses = _on_grid(poses, grid)
     if isinstance(projector, FourierField):
         f = projector.project_points(poses, grid)
-        if not f.is_complex():
-            f = torch.view_as_complex(f.float().contiguous())
+        f = _as_complex(f)
     else:
         f = grid.at_points(projector.project_fourier(poses, grid, index))
     if ctf_values is None and ctf is not None:
@@ -422,7 +442,7 @@ def forward_images(projector: Projector, poses: Poses, grid: ImagingGrid, ctf: C
 
     Without a canvas and for an even box, the ``fftshift`` after the inverse FFT rides on the CTF as a sixth
     phase grid (:meth:`ImagingGrid.ctf` ``with_shift_sign``), so it costs nothing per image."""
-    f = projector.project_fourier(poses, grid, index)
+    f = projector.project_fourier(_on_grid(poses, grid), grid, index)
     D = grid.D
     if ctf is None:
         return irfft2_centered(f, D)

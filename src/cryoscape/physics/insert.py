@@ -155,7 +155,7 @@ def wiener_lambda(num_a, w_a, num_b, w_b, D: int, split_factor: float = 2.0):
 
     Returns:
         ``(fsc (D//2,) float64, lam_for)``: the half-set FSC and a function ``(W, factor) → λ grid`` (``inf``
-        beyond the last FSC shell).
+        beyond the disc's outer ring, whose λ is the last FSC shell's).
     """
     shells = shell_index_3d(D, num_a.shape[0], num_a.device)
     n = D // 2
@@ -171,8 +171,9 @@ def wiener_lambda(num_a, w_a, num_b, w_b, D: int, split_factor: float = 2.0):
         mean_w = torch.bincount(shells[keep], W[keep], minlength=n) / \
             torch.bincount(shells[keep], minlength=n).clamp_min(1)
         lam_shell = mean_w / (factor * ssnr_half)
-        big = torch.full_like(W, float("inf"))  # beyond the last shell: nothing kept
-        return torch.where(shells < n, lam_shell[shells.clamp_max(n - 1)], big)
+        big = torch.full_like(W, float("inf"))  # beyond the disc's outer ring: nothing kept
+        # the outer half-ring of the disc (D/2 − ½ ≤ |q| ≤ D/2, shell D//2) takes the last FSC shell's λ
+        return torch.where(shells <= n, lam_shell[shells.clamp_max(n - 1)], big)
 
     return fsc, lam_for
 

@@ -7,8 +7,9 @@ point stands for itself and its mirror, 1 otherwise), optionally times a mask; s
 with these weights equal sums over the whole plane.
 
 - Squared error:   ``E_n = Σ_k w_k |p_nk − y_nk|² / Σ_k w_k``
-- Gaussian NLL:    ``L_n = Σ_k w_k |p_nk − y_nk|² / (2 σ²(k))``, ``σ²(k)`` a per-point noise variance (e.g. a
-  per-shell spectrum from :func:`noise_spectrum` expanded by the shell index); constants dropped.
+- Gaussian NLL:    ``L_n = Σ_k w_k |p_nk − y_nk|² / (2 σ²(k))``, ``σ²(k)`` a per-point noise variance, e.g. a
+  per-shell spectrum on a grid's points: ``noise_spectrum(y − p, grid.point_shells, grid.n_shells)[grid.point_shells]``;
+  constants dropped.
 - Correlation:     ``ρ_n = Re Σ_k w_k p_nk ȳ_nk / sqrt(Σ_k w_k |p_nk|² · Σ_k w_k |y_nk|²)``
 - Shell correlation (the core of FSC and FRC): ``FSC(r) = Re Σ_{k∈r} w a b̄ / sqrt(Σ_{k∈r} w |a|² Σ_{k∈r} w |b|²)``.
 """

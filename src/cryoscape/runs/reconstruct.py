@@ -109,14 +109,17 @@ def backproject_to_folder(data, out: str | Path, cfg: BackprojectConfig, config:
 def backproject_run(particles: Path, out: Path, cfg: BackprojectConfig, *, poses: Path | None = None,
                     ctf: Path | None = None, datadir: Path | None = None, ind: Path | None = None,
                     apix: float | None = None, truth: Path | None = None, overwrite: bool = False,
-                    progress: bool = True, say: Callable[[str], None] | None = None) -> dict:
+                    progress: bool = True, say: Callable[[str], None] | None = None,
+                    threads: int | None = None) -> dict:
     """``cryoscape backproject``: read and check everything, then :func:`backproject_to_folder`.
 
     Every check happens before the run folder is made: the options (:func:`check_config`, the device), the
     output path, the particle files (poses required, pixel sizes consistent, every image finite), ``--ind``
     and the reference map (its box must match). ``say`` receives the one-line notes about the data (e.g. a
-    STAR without CTF columns runs CTF-free). Returns the summary of :func:`backproject_to_folder`."""
+    STAR without CTF columns runs CTF-free). ``threads``: torch threads (None: the cores this process may
+    use, :func:`~cryoscape.utils.devices.set_threads`). Returns the summary of :func:`backproject_to_folder`."""
     from ..data.particles import load_particles, read_indices
+    from ..utils.devices import set_threads
 
     check_config(cfg)
     check_can_write(out, overwrite)
@@ -124,6 +127,7 @@ def backproject_run(particles: Path, out: Path, cfg: BackprojectConfig, *, poses
     if ind is not None:
         data = data.subset(read_indices(ind))
     data.check_finite()
+    set_threads(threads)
     ref = None
     if truth is not None:
         ref, _ = read_map(truth)

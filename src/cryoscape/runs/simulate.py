@@ -71,21 +71,23 @@ def load_source(input_path: Path | None, topology: Path | None, atoms: str, fram
 
 def run_simulate(cfg: SimulationConfig, out: Path, *, input_path: Path | None = None, topology: Path | None = None,
                  atoms: str = "ca", frames=None, stride: int = 1, projection: str = "auto",
-                 overwrite: bool = False, show_progress: bool = True, device: str = "cpu") -> dict:
+                 overwrite: bool = False, show_progress: bool = True, device: str = "cpu",
+                 threads: int | None = None) -> dict:
     """The ``simulate`` command: check the options, read the source, simulate into ``out``.
 
     ``device``: ``cpu`` (the numba splat kernel; the same bytes on every machine), ``cuda``, ``cuda:N`` or
     ``auto`` (:func:`~cryoscape.utils.devices.resolve_device`). Every refusal (:class:`InputError`: options,
     the device, an existing ``out``, unreadable inputs, a box too small) comes before anything is written.
-    Returns :func:`simulate_to_folder`'s summary.
+    ``threads``: torch threads (None: the cores this process may use). Returns :func:`simulate_to_folder`'s summary.
     """
     from ..data.simulate import PROJECTIONS
     from ..io.atomic import check_can_write
-    from ..utils.devices import resolve_device
+    from ..utils.devices import resolve_device, set_threads
 
     check_can_write(out, overwrite)
     cfg.validate()
     device = resolve_device(device)
+    set_threads(threads)
     if projection not in PROJECTIONS:
         raise InputError("--projection", f"must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     source, frame_ids, conf, info = load_source(input_path, topology, atoms, frames, stride, cfg.sigma, cfg.apix,

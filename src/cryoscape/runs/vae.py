@@ -103,6 +103,7 @@ def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ct
     out = Path(out)
     cfg.check()
     device = devices.resolve_device(cfg.device)  # "cuda" without a GPU: one line, nothing written
+    devices.autocast_dtype(device, cfg.precision())  # bf16 on a GPU without it: likewise, before any folder
     extend = out.is_dir() and (out / CHECKPOINT).is_file() and not overwrite
     if not extend:
         check_can_write(out, overwrite)
@@ -123,11 +124,9 @@ def train_vae_run(particles: str | Path, out: str | Path, cfg, *, poses=None, ct
               "ctf": None if ctf is None else str(ctf), "n_particles": len(data), "box_px": data.D,
               "apix_A": data.apix, "ctf_free": data.ctf is None or not cfg.use_ctf}
     folder = RunFolder(out, "train-vae", config, overwrite=overwrite or extend, resume=True, inputs=inputs)
-    if extend and main and not folder.dir.exists():  # continue the finished run in a new .part
-        folder.dir.mkdir()
-        for name in (CHECKPOINT, "run.log"):
-            if (out / name).is_file():
-                shutil.copy2(out / name, folder.dir / name)
+    if extend and main and not folder.dir.exists():  # continue the finished run in a copy of it (.part): what
+        # the user keeps there (analyze/, notes) survives; training rewrites its own outputs
+        shutil.copytree(out, folder.dir, ignore=shutil.ignore_patterns("metrics.json"))
     if not main:
         train_vae(data, cfg, folder.dir / CHECKPOINT)
         return None

@@ -57,6 +57,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 index = int(name.split(":", 1)[1])
             except ValueError:
                 raise InputError("--device", f"expected cuda:N with an integer N, got {device!r}") from None
+            if dist_info().local_world_size > 1:  # every local rank would take the same GPU
+                raise InputError("--device", f"{device!r} names one GPU for {dist_info().local_world_size} local "
+                                             "ranks; give --device cuda (rank r uses GPU r)")
         count = torch.cuda.device_count()
         if not 0 <= index < count:
             raise InputError("--device", f"GPU {index} requested but torch sees {count} GPU(s)")
