@@ -128,7 +128,9 @@ class CartesianModel(nn.Module):
         self.register_buffer("x0", ref)
         self.register_buffer("bonds", (ref[1:] - ref[:-1]).norm(dim=-1))
         m = L if smooth_modes is None else min(int(smooth_modes), L)
-        self.register_buffer("basis", None if smooth_modes is None else chain_dct_basis(L, m, ref.dtype))
+        # the basis is a function of (L, m): not saved in checkpoints (its 3L × 3m values would dominate them)
+        self.register_buffer("basis", None if smooth_modes is None else chain_dct_basis(L, m, ref.dtype),
+                             persistent=False)
         self.v_rms, self.bond_weight = float(v_rms), float(bond_weight)
         self.gamma = nn.Parameter(torch.zeros(3 * m, k, dtype=ref.dtype))
         self.hidden, self.seed = int(hidden), int(seed)
