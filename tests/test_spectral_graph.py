@@ -97,3 +97,15 @@ def test_dense_lanczos_embedding_agrees_with_full_eigh(adk):
     torch.testing.assert_close(laml, lamd, atol=1e-5, rtol=0)
     for j in range(4):  # same vectors up to float32 round-off (signs fixed by the same rule)
         assert float((Vl[:, j] - Vd[:, j]).abs().max()) < 1e-3, j
+
+
+def test_median_distance_in_blocks_equals_the_direct_one():
+    """The kernel width (median pair distance) is computed over blocks of pairs, so 16³-voxel features of
+    thousands of particles fit in memory; it equals the one-array computation bit for bit."""
+    from cryoscape.methods.spectral.graph import _pair_distances, gaussian_affinity
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(300, 512, generator=g, dtype=torch.float64)
+    iu = torch.triu_indices(300, 300, 1)
+    direct = (f[iu[0]] - f[iu[1]]).norm(dim=-1)
+    assert torch.equal(_pair_distances(f, iu[0], iu[1], block_bytes=50_000), direct)
+    assert gaussian_affinity(f)[1] == float(direct.median())
