@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from cryoscape.cli.main import main
 from cryoscape.io.models import read_model, read_trajectory
@@ -41,7 +42,7 @@ def test_spectral_improves_the_models(simulated, tmp_path, capsys):
     assert errors["test_trained"]["avg_error_A"] == m["test_trained_avg_error_A"]
     assert len(errors["test_trained"]["per_residue_error_A"]) == 214
     printed = json.loads(stdout.strip().splitlines()[0])
-    assert printed["test_trained_avg_error_A"] == m["test_trained_avg_error_A"]
+    assert printed["test_trained_avg_error_A"] == round(m["test_trained_avg_error_A"], 3)
     models = read_model(tmp_path / "sp" / "models.pdb")
     assert models.n_frames == 160 and models.n_atoms == 214
     assert np.load(tmp_path / "sp" / "embedding.npy").shape == (160, 4)
@@ -114,6 +115,10 @@ def test_spectral_bad_inputs(simulated, tmp_path, capsys):
         star_text = star_text.replace(col, "_rlnUnused" + col[-3:])
     (simulated / "noposes.star").write_text(star_text)
     _bad(capsys, tmp_path, [simulated / "noposes.star", "--reference", models, "--truth-models", models], "poses")
+    if not torch.cuda.is_available():
+        _bad(capsys, tmp_path, [star, "--reference", models, "--device", "cuda"], "--device", "GPU")
+    _bad(capsys, tmp_path, [star, "--reference", models, "--k", 0], "--k")
+    _bad(capsys, tmp_path, [star, "--reference", models, "--test-fraction", 1.5], "--test-fraction")
 
 
 def test_defaults_are_the_measured_best_the_demo_runs(simulated, tmp_path, capsys, monkeypatch):

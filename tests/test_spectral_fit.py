@@ -261,3 +261,25 @@ def test_the_training_loop_reproduces_the_methods_own_loop_bit_for_bit(adk, kind
     for (name, a), (_, b) in zip(old.named_parameters(), new.named_parameters()):
         assert torch.equal(a, b), name
     assert old_hist[-1] < old_hist[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_fit_on_cuda_follows_the_cpu_fit(adk):
+    """--device cuda: the model and data move to the GPU, and the losses follow the CPU's (float64)."""
+    ref, truth = _path_family(adk, 0.1)
+    g = torch.Generator().manual_seed(9)
+    N, D, apix = 40, 24, 4.0
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.randn(N, 2, generator=g, dtype=torch.float64)
+    df = torch.rand(N, generator=g, dtype=torch.float64) * 1e4 + 1e4
+    ctf = CTFParams(df, df, torch.zeros(N), 300, 2.7, 0.1)
+    with torch.no_grad():
+        images = render_particles(truth(s), R, offsets, ctf, 3.0, D, apix)
+    hist = {}
+    for device in ("cpu", "cuda"):
+        model = LinearAngleModel(ref, 1)
+        hist[device] = fit_model(model, s, images, R, offsets, ctf, D, apix,
+                                 FitConfig(epochs=3, batch_size=16, lr=0.01, optimizer="adam", device=device))
+        assert model.gamma_psi.device.type == device
+    assert [h["loss"] for h in hist["cuda"]] == pytest.approx([h["loss"] for h in hist["cpu"]], rel=1e-9)

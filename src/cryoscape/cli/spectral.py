@@ -86,8 +86,8 @@ def spectral(
     if summary is None:  # a rank other than 0 under torchrun
         return
     m = summary["metrics"]
-    brief = {key: m[key] for key in ("n_particles", "test_initial_avg_error_A", "test_trained_avg_error_A",
+    brief = {key: round(m[key], 3) for key in ("n_particles", "test_initial_avg_error_A", "test_trained_avg_error_A",
                                      "test_trained_avg_max_error_A", "test_trained_max_error_A") if key in m}
-    typer.echo(json.dumps({**brief, "wall_s": summary["wall_s"]}))
+    typer.echo(json.dumps({**brief, "wall_s": round(summary["wall_s"], 1)}))
     models_files = "models.dcd + models_topology.pdb" if models_format == "dcd" else "models.pdb"
     typer.echo(f"wrote {out}/{models_files}, embedding.npy, metrics.json, embedding.png, training.png")
