@@ -99,7 +99,6 @@ def demo(
     from ..runs.simulate import load_source, simulate_to_folder
     from ..methods.reconstruct import BackprojectConfig
     from ..runs.reconstruct import backproject_to_folder
-    from ..utils.progress import progress_bar
 
     cfg = SimulationConfig(n_images=n_images, box=64, snr=0.1, sigma=3.0, defocus_min_um=1.5,
                            defocus_max_um=2.5, astigmatism_um=0.05, shift_max_A=5.0, sampling="balanced",
