@@ -197,7 +197,6 @@ def _report(upward: list[str], circles: list[str]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 migration in progress")
 def test_imports_point_down_and_never_circle():
     upward, circles = check_layers()
     report = _report(upward, circles)
