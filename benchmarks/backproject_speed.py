@@ -112,7 +112,7 @@ def main() -> None:
     # Start-up (interpreter + imports, torch included) is a fixed cost of every run of either tool; the
     # "job" ratio below removes it from both walls to show the reconstruction itself.
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    fig["cryoscape_startup_s"] = startup_s(sys.executable, "cryoscape.data.particles, cryoscape.methods.backproject",
+    fig["cryoscape_startup_s"] = startup_s(sys.executable, "cryoscape.data.particles, cryoscape.methods.reconstruct",
                                            env)
     fig["cryodrgn_startup_s"] = startup_s(CRYODRGN.parent / "python", "cryodrgn.commands.backproject_voxel")
     work = Path(tempfile.mkdtemp(prefix="bpspeed_"))

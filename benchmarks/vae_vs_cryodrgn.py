@@ -47,7 +47,7 @@ from cryoscape.data.simulate import AtomSource, SimulationConfig  # noqa: E402
 from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.io.mrc import read_map  # noqa: E402
-from cryoscape.methods.backproject import BackprojectConfig, backproject  # noqa: E402
+from cryoscape.methods.reconstruct import BackprojectConfig, backproject  # noqa: E402
 from cryoscape.methods.vae import VAEConfig, decode_volumes, train_vae  # noqa: E402
 from cryoscape.physics import atoms_to_volume  # noqa: E402
 from cryoscape.utils.hardware import native_bf16  # noqa: E402

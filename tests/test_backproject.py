@@ -14,7 +14,7 @@ from cryoscape.data.particles import load_particles
 from cryoscape.data.simulate import AtomSource, SimulationConfig
 from cryoscape.io.mrc import read_map, read_stack, write_map, write_stack
 from cryoscape.io.star import read_star
-from cryoscape.methods.backproject import BackprojectConfig, backproject
+from cryoscape.methods.reconstruct import BackprojectConfig, backproject
 from cryoscape.methods.downsample import crop_images, crop_volume
 from cryoscape.physics import atoms_to_volume, project_atoms_real
 from cryoscape.runs.folder import read_metrics

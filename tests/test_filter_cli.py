@@ -135,7 +135,7 @@ def test_cryodrgn_backprojects_the_filtered_star(tmp_path):
     --datadir) and reconstructs the same map as cryoscape from it."""
     from cryoscape.analysis.fsc import fsc
     from cryoscape.io.mrc import read_map
-    from cryoscape.methods.backproject import BackprojectConfig, backproject
+    from cryoscape.methods.reconstruct import BackprojectConfig, backproject
     star = _simulate(tmp_path / "sim", 1200, 32, math.inf, seed=5)
     (tmp_path / "ind.txt").write_text("\n".join(str(i) for i in range(0, 1200, 3)))
     out = tmp_path / "sel" / "subset.star"

@@ -24,10 +24,7 @@ from cryoscape.io.mrc import write_stack
 from cryoscape.io.star import read_star, write_star
 from cryoscape.runs import RunFolder
 
-try:  # issue 11 moves the run folder of the simulator from data/ to runs/
-    from cryoscape.runs.simulate import simulate_to_folder
-except ImportError:
-    from cryoscape.data.simulate import simulate_to_folder
+from cryoscape.runs.simulate import simulate_to_folder
 
 D, APIX, N = 32, 2.0, 24
 

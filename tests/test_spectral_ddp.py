@@ -4,9 +4,6 @@ global batch, and a run killed after an epoch resumes under torchrun to the unin
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +11,19 @@ import pytest
 import torch
 
 from cryoscape.cli.main import main as cli
+from ddp_cli_script import launch
 from cryoscape.io.models import read_model
 from cryoscape.runs import read_metrics
 
-SCRIPT = Path(__file__).with_name("spectral_ddp_script.py")
 
 
 def _launch(cwd, args, ranks=1, threads=None):
-    """Run the script (one process, or ``torchrun --standalone --nproc_per_node ranks``); return the result."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    launcher = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    "--nproc_per_node", str(ranks)]
-    extra = [] if threads is None else ["--threads", str(threads)]
-    return subprocess.run([*launcher, str(SCRIPT), *map(str, args), *extra], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    """``cryoscape spectral ARGS`` in one process, or under ``torchrun`` with ``ranks`` (args may start with
+    ``--stop-after K``)."""
+    stop = None
+    if args[:1] == ["--stop-after"]:
+        stop, args = int(args[1]), args[2:]
+    return launch(cwd, "spectral", args, ranks, threads, stop)
 
 
 def _losses(run):

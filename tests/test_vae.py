@@ -26,11 +26,7 @@ from cryoscape.methods.vae.train import build_model
 from cryoscape.physics import atoms_to_volume
 from cryoscape.physics.imaging import GaussianAtoms, ImagingGrid, VoxelMap, forward_points
 from cryoscape.runs import read_metrics
-
-try:  # issue 11 moves the simulator's run folder from data/ to runs/
-    from cryoscape.runs.simulate import simulate_to_folder
-except ImportError:
-    from cryoscape.data.simulate import simulate_to_folder
+from cryoscape.runs.simulate import simulate_to_folder
 
 
 def _blob(seed: int, n: int = 80, spread: float = 7.0) -> np.ndarray:

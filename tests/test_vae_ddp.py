@@ -5,36 +5,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ddp_cli_script import launch
 
 from cryoscape.data.simulate import AtomSource, SimulationConfig
 from cryoscape.runs import read_metrics
+from cryoscape.runs.simulate import simulate_to_folder
 
-try:  # issue 11 moves the simulator's run folder from data/ to runs/
-    from cryoscape.runs.simulate import simulate_to_folder
-except ImportError:
-    from cryoscape.data.simulate import simulate_to_folder
-
-SCRIPT = Path(__file__).with_name("vae_ddp_script.py")
 OPTS = ["--zdim", "2", "--enc-dim", "16", "--enc-layers", "1", "--dec-dim", "16", "--dec-layers", "1", "-b", "16",
         "--device", "cpu", "--no-progress"]
 
 
 def _launch(cwd, args, ranks=1, threads=None):
-    """Run the script (one process, or ``torchrun --standalone --nproc_per_node ranks``); return the result."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    launcher = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    "--nproc_per_node", str(ranks)]
-    extra = [] if threads is None else ["--threads", str(threads)]
-    return subprocess.run([*launcher, str(SCRIPT), *map(str, args), *extra], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    """``cryoscape train-vae ARGS`` in one process, or under ``torchrun`` with ``ranks`` (args may start with
+    ``--stop-after K``)."""
+    stop = None
+    if args[:1] == ["--stop-after"]:
+        stop, args = int(args[1]), args[2:]
+    return launch(cwd, "train-vae", args, ranks, threads, stop)
 
 
 def _history(run):
