@@ -9,6 +9,7 @@ import typer
 
 from . import filter as _filter
 from . import backproject as _backproject
+from . import demo as _demo
 from . import downsample as _downsample
 from . import fsc as _fsc
 from . import simulate as _simulate
@@ -20,7 +21,7 @@ from . import train_vae as _train_vae
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
 app.command("simulate")(_simulate.simulate)
-app.command("demo")(_simulate.demo)
+app.command("demo")(_demo.demo)
 app.command("backproject")(_backproject.backproject)
 app.command("fsc")(_fsc.fsc_cmd)
 app.command("downsample")(_downsample.downsample)
