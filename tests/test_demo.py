@@ -27,6 +27,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     bp = tmp_path / "demo" / "backproject"
     for name in ("map.mrc", "half_map_A.mrc", "half_map_B.mrc", "fsc.json", "fsc.png"):
         assert (bp / name).exists()
-    import json
-    sp = json.loads((tmp_path / "demo" / "spectral" / "metrics.json").read_text())
-    assert sp["test_trained"]["avg_error_A"] < sp["test_initial"]["avg_error_A"]
+    from cryoscape.runs import read_metrics
+    for step in ("simulate", "backproject", "spectral"):  # one schema for every step's metrics.json
+        read_metrics(tmp_path / "demo" / step / "metrics.json")
+    sp = read_metrics(tmp_path / "demo" / "spectral" / "metrics.json")["metrics"]
+    assert sp["test_trained_avg_error_A"] < sp["test_initial_avg_error_A"]
