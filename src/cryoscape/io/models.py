@@ -135,11 +135,7 @@ def check_pdb_coordinates(path: str | Path) -> None:
         first = None
     for k, row in enumerate(fields) if first is None else [(first, fields[first])]:
         for axis, text in zip("xyz", row):
-            try:
-                ok = np.isfinite(float(text))
-            except ValueError:
-                ok = False
-            if not ok:
+            if not _is_finite_number(text):
                 what = "missing" if not text.strip() else f"not a finite number: {text.strip()!r}"
                 raise InputError(path, f"line {lines[k]}: {axis} coordinate (columns "
                                        f"{ {'x': '31-38', 'y': '39-46', 'z': '47-54'}[axis]}) {what}")
@@ -171,15 +167,19 @@ def check_cif_coordinates(path: str | Path) -> None:
     table = block.find("_atom_site.", ["Cartn_x", "Cartn_y", "Cartn_z"])
     for r, row in enumerate(table):
         for axis, text in zip("xyz", row):
-            try:
-                ok = np.isfinite(float(text))
-            except ValueError:
-                ok = False
-            if not ok:
+            if not _is_finite_number(text):
                 width = len(table.loop.tags) if table.loop is not None else -1
                 line = _cif_row_line(path, r, width)
                 where = f"line {line}" if line else f"row {r + 1} of _atom_site"
                 raise InputError(path, f"{where}: Cartn_{axis} is not a finite number: {text!r}")
+
+
+def _is_finite_number(text: str) -> bool:
+    """Whether ``text`` reads as a finite float (a coordinate field of a PDB or mmCIF file)."""
+    try:
+        return bool(np.isfinite(float(text)))
+    except ValueError:
+        return False
 
 
 def _check_finite_coords(coords: np.ndarray, path, frames, names, resids) -> None:
