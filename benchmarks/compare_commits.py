@@ -98,7 +98,7 @@ def main() -> None:
     OUT.mkdir(parents=True)
     print(f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     rates = {"base": {"sim": [], "bp": [], "vae": []}, "here": {"sim": [], "bp": [], "vae": []}}
-    loss, identical, fsc_min = {}, None, None
+    loss = {}
     bp_data = OUT / "bp_data"
     vae_data = OUT / "vae_data"
     if "backproject" not in skip:
@@ -130,28 +130,23 @@ def main() -> None:
                 loss[name] = hist[-1]["loss"]
         print(f"round {r + 1}: " + json.dumps({k: {m: v[-1] for m, v in d.items() if v} for k, d in rates.items()}),
               flush=True)
+    def medians(key: str, unit: str, name: str) -> dict:
+        """Medians of both versions and the median of the per-round ratios (this checkout / baseline)."""
+        here, base = rates["here"][key], rates["base"][key]
+        return {f"{name}_base_{unit}": statistics.median(base), f"{name}_here_{unit}": statistics.median(here),
+                f"{name}_{'wall' if unit == 'wall_s' else 'speed'}_ratio":
+                    statistics.median(h / b for h, b in zip(here, base))}
+
     fig = {}
     if "simulate" not in skip:
         a, b = (OUT / "sim_base" / "particles.mrcs").read_bytes(), (OUT / "sim_here" / "particles.mrcs").read_bytes()
-        identical = a == b
-        fig.update({"simulate_base_images_per_s": statistics.median(rates["base"]["sim"]),
-                    "simulate_here_images_per_s": statistics.median(rates["here"]["sim"]),
-                    "simulate_speed_ratio": statistics.median(h / b for h, b in zip(rates["here"]["sim"],
-                                                                                     rates["base"]["sim"])),
-                    "simulate_particles_mrcs_identical": identical})
+        fig.update({**medians("sim", "images_per_s", "simulate"), "simulate_particles_mrcs_identical": a == b})
     if "backproject" not in skip:
         fsc_min = map_fsc_min(OUT / "bp_base" / "map.mrc", OUT / "bp_here" / "map.mrc")
-        fig.update({"backproject_base_wall_s": statistics.median(rates["base"]["bp"]),
-                    "backproject_here_wall_s": statistics.median(rates["here"]["bp"]),
-                    "backproject_wall_ratio": statistics.median(h / b for h, b in zip(rates["here"]["bp"],
-                                                                                       rates["base"]["bp"])),
-                    "backproject_maps_min_fsc": fsc_min})
+        fig.update({**medians("bp", "wall_s", "backproject"), "backproject_maps_min_fsc": fsc_min})
     if "vae" not in skip:
-        fig.update({"vae_base_images_per_s": statistics.median(rates["base"]["vae"]),
-                    "vae_here_images_per_s": statistics.median(rates["here"]["vae"]),
-                    "vae_speed_ratio": statistics.median(h / b for h, b in zip(rates["here"]["vae"],
-                                                                                rates["base"]["vae"])),
-                    "vae_base_final_loss": loss["base"], "vae_here_final_loss": loss["here"]})
+        fig.update({**medians("vae", "images_per_s", "vae"), "vae_base_final_loss": loss["base"],
+                    "vae_here_final_loss": loss["here"]})
     fig["rounds"] = args.rounds
     print_figures(fig)
 

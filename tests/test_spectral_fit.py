@@ -227,6 +227,20 @@ def _loop_before_the_training_loop(model, v, images, R, offsets, ctf, D, apix, c
     return history
 
 
+def _particle_set(truth, N, D, apix, seed):
+    """``N`` images of the path family ``truth`` at random spectral coordinates ``s (N, 1)``, poses, offsets
+    (Å) and defoci: ``(s, R, offsets, ctf, images)``."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
+    R = random_rotations(N, g, dtype=torch.float64)
+    offsets = torch.randn(N, 2, generator=g, dtype=torch.float64)
+    df = torch.rand(N, generator=g, dtype=torch.float64) * 1e4 + 1e4
+    ctf = CTFParams(df, df, torch.zeros(N), 300, 2.7, 0.1)
+    with torch.no_grad():
+        images = render_particles(truth(s), R, offsets, ctf, 3.0, D, apix)
+    return s, R, offsets, ctf, images
+
+
 @pytest.mark.parametrize("kind, optimizer, schedule", [("angles", "sgd", "constant"), ("cartesian", "adam", "cosine")])
 def test_the_training_loop_reproduces_the_methods_own_loop_bit_for_bit(adk, kind, optimizer, schedule):
     """fit_model on methods.training (one generator through the epochs, randperm order, same steps) gives the
@@ -235,15 +249,8 @@ def test_the_training_loop_reproduces_the_methods_own_loop_bit_for_bit(adk, kind
     from cryoscape.methods.spectral import CartesianModel
     ref, truth = _path_family(adk, 0.1)
     x0 = torch.as_tensor(adk.coords[0] - adk.coords[0].mean(0))
-    g = torch.Generator().manual_seed(8)
     N, D, apix = 30, 24, 4.0
-    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
-    R = random_rotations(N, g, dtype=torch.float64)
-    offsets = torch.randn(N, 2, generator=g, dtype=torch.float64)
-    df = torch.rand(N, generator=g, dtype=torch.float64) * 1e4 + 1e4
-    ctf = CTFParams(df, df, torch.zeros(N), 300, 2.7, 0.1)
-    with torch.no_grad():
-        images = render_particles(truth(s), R, offsets, ctf, 3.0, D, apix)
+    s, R, offsets, ctf, images = _particle_set(truth, N, D, apix, seed=8)
     anchors = (ref.ref_pos.expand(N, -1), ref.ref_frame.expand(N, -1, -1))
 
     def new_model():
@@ -267,15 +274,8 @@ def test_the_training_loop_reproduces_the_methods_own_loop_bit_for_bit(adk, kind
 def test_fit_on_cuda_follows_the_cpu_fit(adk):
     """--device cuda: the model and data move to the GPU, and the losses follow the CPU's (float64)."""
     ref, truth = _path_family(adk, 0.1)
-    g = torch.Generator().manual_seed(9)
     N, D, apix = 40, 24, 4.0
-    s = torch.rand(N, 1, generator=g, dtype=torch.float64) * 2 - 1
-    R = random_rotations(N, g, dtype=torch.float64)
-    offsets = torch.randn(N, 2, generator=g, dtype=torch.float64)
-    df = torch.rand(N, generator=g, dtype=torch.float64) * 1e4 + 1e4
-    ctf = CTFParams(df, df, torch.zeros(N), 300, 2.7, 0.1)
-    with torch.no_grad():
-        images = render_particles(truth(s), R, offsets, ctf, 3.0, D, apix)
+    s, R, offsets, ctf, images = _particle_set(truth, N, D, apix, seed=9)
     hist = {}
     for device in ("cpu", "cuda"):
         model = LinearAngleModel(ref, 1)
