@@ -118,6 +118,26 @@ def test_sampling_modes(small_adk):
     assert len(np.unique(rnd.conformation)) == len(small_adk)
 
 
+def test_view_cone_limits_the_viewing_directions(small_adk):
+    """--view-cone-deg 5: every viewing direction (last row of R) lies within 5° of +z, cos(tilt) is uniform
+    on the cap (mean = (1 + cos 5°)/2), the in-plane angle fills the circle, and the other draws (offsets,
+    CTF) are those of the full-sphere plan."""
+    src = AtomSource(small_adk, sigma=3.0)
+    full = plan_simulation(SimulationConfig(n_images=4000, shift_max_A=6.0), src)
+    cone = plan_simulation(SimulationConfig(n_images=4000, shift_max_A=6.0, view_cone_deg=5.0), src)
+    cos_tilt = cone.rotations[:, 2, 2].numpy()
+    assert cos_tilt.min() >= math.cos(math.radians(5.0)) - 1e-12
+    assert abs(cos_tilt.mean() - (1 + math.cos(math.radians(5.0))) / 2) < 1e-4  # 5σ of the mean
+    # in-plane: the image x axis (first row of R) projected on the plane is uniform in angle
+    psi = np.arctan2(cone.rotations[:, 0, 1].numpy(), cone.rotations[:, 0, 0].numpy())
+    counts = np.histogram(psi, bins=8, range=(-np.pi, np.pi))[0]
+    assert counts.min() > 0.8 * 4000 / 8
+    assert np.array_equal(full.offsets_A, cone.offsets_A)
+    assert torch.equal(full.ctf.defocus_u, cone.ctf.defocus_u)
+    with pytest.raises(InputError, match="view-cone"):
+        plan_simulation(SimulationConfig(view_cone_deg=0.0), src)
+
+
 def test_invalid_options_and_box_too_small(small_adk):
     src = AtomSource(small_adk, 3.0)
     with pytest.raises(InputError, match="--snr"):

@@ -54,6 +54,8 @@ def simulate(
     bfactor: float = typer.Option(0.0, "--bfactor", help="CTF envelope B-factor, Å²."),
     phase_shift_deg: float = typer.Option(0.0, "--phase-shift-deg", help="Phase-plate shift, degrees."),
     shift_max: float = typer.Option(0.0, "--shift-max", help="Random particle offsets up to this radius, Å."),
+    view_cone_deg: float = typer.Option(180.0, "--view-cone-deg", help="Viewing directions within this angle "
+                                        "of +z (180: uniform on the sphere); in-plane angle always uniform."),
     sampling: str = typer.Option("random", "--sampling", help="Conformations per image: random (with "
                                  "replacement), balanced (each frame equally often) or sequential."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed → identical files)."),
@@ -77,7 +79,7 @@ def simulate(
         n_images=n_images, box=box, apix=apix, snr=snr, sigma=sigma,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, astigmatism_um=astigmatism,
         voltage_kv=voltage, cs_mm=cs, amp_contrast=amp_contrast, bfactor=bfactor,
-        phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, sampling=sampling, seed=seed, chunk=chunk,
+        phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, view_cone_deg=view_cone_deg, sampling=sampling, seed=seed, chunk=chunk,
         ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)
     summary = run_simulate(cfg, out, input_path=input_path, topology=topology, atoms=atoms,
                            frames=parse_frames(frames), stride=stride, projection=projection, overwrite=overwrite,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...geometry.poses import Poses
-from ...geometry.rotations import random_rotations
+from ...geometry.rotations import euler_to_matrix, random_rotations
 from ...io.errors import InputError
 from ...physics.ctf import CTFParams
 from .config import SimulationConfig
@@ -73,6 +73,17 @@ def _auto_geometry(cfg: SimulationConfig, source) -> tuple[int, float]:
     return box, float(apix)
 
 
+def _cone_rotations(n: int, cfg: SimulationConfig) -> torch.Tensor:
+    """``(n, 3, 3)`` float64 poses whose viewing direction (last row, ``(sin t cos r, sin t sin r, cos t)``)
+    is uniform on the spherical cap ``tilt ≤ view_cone_deg`` (``cos tilt`` uniform in ``[cos cone, 1]``), with
+    rot and psi uniform in ``[0, 2π)``: ``R = Rz(psi) · Ry(tilt) · Rz(rot)``. Drawn from a generator of its
+    own (seeded ``(seed, 1)``) so that the other draws of the plan are those of the full-sphere plan."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    cos_tilt = rng.uniform(math.cos(math.radians(cfg.view_cone_deg)), 1.0, n)
+    euler = np.stack([rng.random(n) * 2 * np.pi, np.arccos(np.clip(cos_tilt, -1, 1)), rng.random(n) * 2 * np.pi], -1)
+    return euler_to_matrix(torch.as_tensor(euler, dtype=torch.float64))
+
+
 def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None = None) -> SimulationPlan:
     """Draw conformations, poses, offsets and CTF parameters for every particle, and check the box.
 
@@ -95,7 +106,7 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
     else:
         conf = np.arange(n) % F
     gen = torch.Generator().manual_seed(cfg.seed)
-    R = random_rotations(n, gen, dtype=torch.float64)
+    R = random_rotations(n, gen, dtype=torch.float64) if cfg.view_cone_deg >= 180 else _cone_rotations(n, cfg)
     radius = cfg.shift_max_A * np.sqrt(rng.random(n))
     ang = rng.random(n) * 2 * np.pi
     offsets = np.stack([radius * np.cos(ang), radius * np.sin(ang)], -1)
