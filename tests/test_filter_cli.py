@@ -152,3 +152,54 @@ def test_cryodrgn_backprojects_the_filtered_star(tmp_path):
     ours = backproject(data, BackprojectConfig(mask_radius=0, half_maps=False)).volume
     curve = fsc(ours, theirs)
     assert curve[1:32 // 4 + 1].min() > 0.9, curve  # to half Nyquist (measured ≥ 0.98; noiseless data)
+
+
+@pytest.fixture(scope="module")
+def class_star(star):
+    """The simulated STAR with RELION 2-D classes ``rlnClassNumber = i % 4 + 1`` (1-based) beside it."""
+    from cryoscape.io.star import write_star
+    table = read_star(star)
+    parts = table.particles.copy()
+    parts["rlnClassNumber"] = np.arange(len(parts)) % 4 + 1
+    out = star.parent / "with_classes.star"
+    write_star(out, parts, table.optics)
+    return out
+
+
+def test_filter_by_class_number(class_star, tmp_path):
+    s = _ok(class_star, "--classes", "1,3", "-o", tmp_path / "c13.star")
+    rows = [i for i in range(30) if i % 4 in (0, 2)]
+    assert s["n_selected"] == len(rows) == 15
+    _check_subset(class_star, tmp_path / "c13.star", rows)
+    assert sorted(set(read_star(tmp_path / "c13.star").particles["rlnClassNumber"])) == [1, 3]
+    _ok(class_star, "--classes", "1,3", "--invert", "-o", tmp_path / "not13.star")
+    _check_subset(class_star, tmp_path / "not13.star", [i for i in range(30) if i % 4 in (1, 3)])
+    _ok(class_star, "--classes", "4", "-o", tmp_path / "c4.star")
+    _check_subset(class_star, tmp_path / "c4.star", list(range(3, 30, 4)))
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("unknown_class", "class(es) [5]"), ("no_class_column", "rlnClassNumber"), ("not_a_number", "--classes"),
+    ("with_labels", "exactly one"),
+])
+def test_filter_by_class_bad_input(star, class_star, tmp_path, case, needle):
+    np.save(tmp_path / "labels30.npy", np.arange(30) % 3)
+    src, args = {
+        "unknown_class": (class_star, ["--classes", "1,5"]),
+        "no_class_column": (star, ["--classes", "1"]),
+        "not_a_number": (class_star, ["--classes", "1,a"]),
+        "with_labels": (class_star, ["--classes", "1", "--labels", tmp_path / "labels30.npy", "--clusters", "0"]),
+    }[case]
+    out = tmp_path / "o.star"
+    res = run(src, *args, "-o", out)
+    assert isinstance(res.exception, InputError), (res.output, res.exception)
+    assert needle in str(res.exception) and "\n" not in str(res.exception)
+    assert not out.exists() and not (tmp_path / "o_indices.pkl").exists()
+
+
+def test_filter_unknown_class_exits_2_with_one_line(class_star, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["filter", str(class_star), "--classes", "2,9", "-o", str(tmp_path / "o.star")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "[9]" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.star").exists()

@@ -1,4 +1,4 @@
-"""``cryoscape filter``: keep the particles of a STAR selected in a latent space or an embedding."""
+"""``cryoscape filter``: keep the particles of a STAR selected in a latent space, an embedding or by 2-D class."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def filter_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output .star (its indices go to <out>_indices.pkl)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Cluster label per particle (.npy, .pkl, text)."),
     clusters: Optional[str] = typer.Option(None, "--clusters", help="With --labels: clusters to keep, e.g. 0,2."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Keep these 2-D classes (the STAR's "
+                                                                  "rlnClassNumber, 1-based), e.g. 1,3."),
     embedding: Optional[Path] = typer.Option(None, "--embedding", help="(N, 2) embedding per particle (.npy, .pkl, "
                                                                        "text), e.g. UMAP or two PCs."),
     box: Optional[str] = typer.Option(None, "--box", help="With --embedding: keep xmin,xmax,ymin,ymax."),
@@ -27,10 +29,10 @@ def filter_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ):
     """Write the selected particles as a new RELION 3.1 .star (image paths kept resolvable) and a cryoDRGN
-    index .pkl, selecting by cluster label, by a box or polygon in a 2-D embedding, or by an index file."""
+    index .pkl, selecting by cluster label, by 2-D class (rlnClassNumber), by a box or polygon in a 2-D embedding, or by an index file."""
     from ..runs.filter import filter_run
 
-    summary = filter_run(particles, out, labels=labels, clusters=clusters, embedding=embedding, box=box,
+    summary = filter_run(particles, out, labels=labels, clusters=clusters, classes=classes, embedding=embedding, box=box,
                          polygon=polygon, ind=ind, invert=invert, datadir=datadir, overwrite=overwrite)
     if summary["unresolved_stacks"]:
         typer.echo(f"warning: {summary['unresolved_stacks']} image stack(s) not found; their names were kept "

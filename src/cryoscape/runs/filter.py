@@ -1,5 +1,5 @@
-"""``cryoscape filter``: keep the particles of a STAR selected by cluster label, by a box or polygon in a 2-D
-embedding (UMAP, two PCs), or by an index file; write them as a RELION 3.1 STAR (image paths kept
+"""``cryoscape filter``: keep the particles of a STAR selected by cluster label, by 2-D class (the STAR's own
+``rlnClassNumber``), by a box or polygon in a 2-D embedding (UMAP, two PCs), or by an index file; write them as a RELION 3.1 STAR (image paths kept
 resolvable) and a cryoDRGN index ``.pkl``. Both files or neither: every input is checked before either is
 written."""
 
@@ -74,10 +74,11 @@ def _check_rows(path: Path, a, n: int, star: Path, what: str) -> None:
 
 
 def filter_run(particles: Path, out: Path, *, labels: Path | None = None, clusters: str | None = None,
-               embedding: Path | None = None, box: str | None = None, polygon: Path | None = None,
-               ind: Path | None = None, invert: bool = False, datadir: Path | None = None,
-               overwrite: bool = False) -> dict:
+               classes: str | None = None, embedding: Path | None = None, box: str | None = None,
+               polygon: Path | None = None, ind: Path | None = None, invert: bool = False,
+               datadir: Path | None = None, overwrite: bool = False) -> dict:
     """Select and write (module docstring); exactly one of ``labels`` (with ``clusters``, e.g. ``"0,2"``),
+    ``classes`` (``rlnClassNumber`` values to keep, 1-based as RELION writes them, e.g. ``"1,3"``),
     ``embedding`` (with ``box`` ``"xmin,xmax,ymin,ymax"`` or ``polygon``) or ``ind``. Returns the summary of
     :func:`cryoscape.analysis.selection.write_star_subset` plus ``indices`` (the ``.pkl`` path)."""
     import numpy as np
@@ -88,9 +89,11 @@ def filter_run(particles: Path, out: Path, *, labels: Path | None = None, cluste
     from ..io.errors import InputError
     from ..io.star import read_star
 
-    sources = [s for s, given in (("--labels", labels), ("--embedding", embedding), ("--ind", ind)) if given]
+    sources = [s for s, given in (("--labels", labels), ("--classes", classes), ("--embedding", embedding),
+                                  ("--ind", ind)) if given]
     if len(sources) != 1:
-        raise InputError("--labels/--embedding/--ind", f"give exactly one selection source, got {len(sources)}")
+        raise InputError("--labels/--classes/--embedding/--ind",
+                         f"give exactly one selection source, got {len(sources)}")
     if (clusters is not None) != (labels is not None):
         raise InputError("--clusters", "--labels and --clusters go together")
     if embedding is not None and (box is None) == (polygon is None):
@@ -115,6 +118,21 @@ def filter_run(particles: Path, out: Path, *, labels: Path | None = None, cluste
             raise InputError("--clusters", f"cluster(s) {missing} not in {labels.name} "
                                            f"(labels there: {np.unique(lab).astype(int).tolist()[:20]})")
         sel = by_cluster(lab.astype(np.int64), want)
+    elif classes is not None:
+        if "rlnClassNumber" not in table.particles.columns:
+            raise InputError(particles, "has no rlnClassNumber column (no 2-D classes to select by)")
+        cls = table.particles["rlnClassNumber"].to_numpy()
+        if not np.issubdtype(cls.dtype, np.number) or not (np.isfinite(cls) & (cls == np.round(cls))).all():
+            raise InputError(particles, "rlnClassNumber must be whole numbers")
+        want_f = _floats("--classes", classes)
+        if not want_f or any(c != round(c) for c in want_f):
+            raise InputError("--classes", f"expected comma-separated class numbers, got {classes!r}")
+        present = np.unique(cls).astype(np.int64).tolist()
+        missing = sorted(set(int(c) for c in want_f) - set(present))
+        if missing:
+            raise InputError("--classes", f"class(es) {missing} not in {particles.name} "
+                                          f"(rlnClassNumber there: {present[:20]})")
+        sel = by_cluster(cls.astype(np.int64), [int(c) for c in want_f])
     elif embedding is not None:
         emb = _load_array(embedding, "embedding")
         if emb.ndim != 2 or emb.shape[1] != 2:
