@@ -29,11 +29,12 @@ def filter_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ):
     """Write the selected particles as a new RELION 3.1 .star (image paths kept resolvable) and a cryoDRGN
-    index .pkl, selecting by cluster label, by 2-D class (rlnClassNumber), by a box or polygon in a 2-D embedding, or by an index file."""
+    index .pkl, selecting by cluster label, by 2-D class (rlnClassNumber), by a box or polygon in a 2-D
+    embedding, or by an index file."""
     from ..runs.filter import filter_run
 
-    summary = filter_run(particles, out, labels=labels, clusters=clusters, classes=classes, embedding=embedding, box=box,
-                         polygon=polygon, ind=ind, invert=invert, datadir=datadir, overwrite=overwrite)
+    summary = filter_run(particles, out, labels=labels, clusters=clusters, classes=classes, embedding=embedding,
+                         box=box, polygon=polygon, ind=ind, invert=invert, datadir=datadir, overwrite=overwrite)
     if summary["unresolved_stacks"]:
         typer.echo(f"warning: {summary['unresolved_stacks']} image stack(s) not found; their names were kept "
                    "as written (use --datadir)", err=True)

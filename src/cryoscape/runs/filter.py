@@ -1,7 +1,7 @@
 """``cryoscape filter``: keep the particles of a STAR selected by cluster label, by 2-D class (the STAR's own
-``rlnClassNumber``), by a box or polygon in a 2-D embedding (UMAP, two PCs), or by an index file; write them as a RELION 3.1 STAR (image paths kept
-resolvable) and a cryoDRGN index ``.pkl``. Both files or neither: every input is checked before either is
-written."""
+``rlnClassNumber``), by a box or polygon in a 2-D embedding (UMAP, two PCs), or by an index file; write them
+as a RELION 3.1 STAR (image paths kept resolvable) and a cryoDRGN index ``.pkl``. Both files or neither:
+every input is checked before either is written."""
 
 from __future__ import annotations
 
