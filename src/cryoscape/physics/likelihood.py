@@ -11,6 +11,10 @@ with these weights equal sums over the whole plane.
   per-shell spectrum on a grid's points: ``noise_spectrum(y − p, grid.point_shells, grid.n_shells)[grid.point_shells]``;
   constants dropped.
 - Correlation:     ``ρ_n = Re Σ_k w_k p_nk ȳ_nk / sqrt(Σ_k w_k |p_nk|² · Σ_k w_k |y_nk|²)``
+- In-plane Gaussian log-likelihood over every rotation (2-D classes, on a polar grid, see
+  :mod:`cryoscape.physics.polar`): ``ℓ(t) = Σ_{r,l} a_r [Re(x h c̄_t) − ½ h² |c_t|²] / σ²_r`` with
+  ``c_t(r, l) = c(r, l + t)``; this is ``−Σ a_r |x − h c_t|² / (2σ²_r)`` up to the term ``Σ a_r |x|²/(2σ²_r)``
+  that no class or rotation changes.
 - Shell correlation (the core of FSC and FRC): ``FSC(r) = Re Σ_{k∈r} w a b̄ / sqrt(Σ_{k∈r} w |a|² Σ_{k∈r} w |b|²)``.
 """
 
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["squared_error", "gaussian_nll", "correlation", "shell_correlation", "noise_spectrum", "power"]
+__all__ = ["squared_error", "gaussian_nll", "correlation", "shell_correlation", "noise_spectrum", "power",
+           "inplane_loglik"]
 
 
 def _pairs(x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +112,22 @@ def noise_spectrum(residual: torch.Tensor, shell: torch.Tensor, n_shells: int,
     total = torch.bincount(s[keep], (p.reshape(p.shape[0], -1).sum(0) * w)[keep], minlength=n_shells)
     count = torch.bincount(s[keep], w[keep], minlength=n_shells) * p.shape[0]
     return total / count.clamp_min(1e-300)
+
+
+def inplane_loglik(data_spectrum: torch.Tensor, ctf2_spectrum: torch.Tensor, class_spectrum: torch.Tensor,
+                   class_power_spectrum: torch.Tensor, grid) -> torch.Tensor:
+    """Gaussian log-likelihood of images against classes at every in-plane rotation (module docstring).
+
+    Args (angular spectra in ``grid.spectrum_major`` layout ``(M, ·, R)``, for a
+    :class:`~cryoscape.physics.polar.PolarGrid` ``grid``):
+        data_spectrum: ``(M, N, R)`` of ``x h / σ²`` (the data, shifted back by the caller when a shift is
+            tried: ``x · conj(ramp_s)``). ctf2_spectrum: ``(M, N', R)`` with ``N = N' · S`` (image-major: the
+            ``S`` shifts of one image share it) of ``h² / σ²``.
+        class_spectrum: ``(M, K, R)`` of the class samples ``c``. class_power_spectrum: ``(M, K, R)`` of ``|c|²``.
+    Returns:
+        ``(L, N', S, K)``: ``ℓ[t, n, s, k]``, the rotation ``ψ_t = 2π t / L`` meaning ``x ≈ h · rotate(c_k, ψ_t)``.
+    """
+    cross = grid.correlate(data_spectrum, class_spectrum, grid.ring_area)  # (L, N'·S, K)
+    norm = grid.correlate(ctf2_spectrum, class_power_spectrum, grid.ring_area)  # (L, N', K)
+    L, n, K = norm.shape
+    return cross.reshape(L, n, -1, K) - 0.5 * norm[:, :, None]

@@ -1,0 +1,417 @@
+"""Reference-free 2D classification by expectation-maximisation over classes, in-plane rotations and shifts.
+
+Model (the 2-D forward model, in Fourier space on a :class:`~cryoscape.physics.polar.PolarGrid`):
+``x_i = h_i · ramp(s) · rotate(c_k, ψ) + n``, with ``h_i`` the image's CTF, ``ramp(s)`` the shift by ``s``
+pixels, ``c_k`` the class average and ``n`` Gaussian noise of variance ``σ²(r)`` per ring. The latent class,
+rotation (``L`` angles) and shift (a grid in a disc of ``shift_range_px``) are marginalised:
+
+- E-step: ``γ_i(k, t, s) ∝ π_k exp ℓ_i(k, t, s)`` with ``ℓ`` from :func:`cryoscape.physics.likelihood.inplane_loglik`.
+- M-step: the Wiener estimate ``c_k = Σ γ rotate⁻¹(h x ramp̄/σ²) / (Σ γ rotate⁻¹(h²/σ²) + 1/τ²_k)`` with the
+  signal prior ``τ²_k(r) = fudge · max(⟨|c_ML|²⟩_r − ⟨1/den⟩_r, 0)`` (RELION's regularised likelihood, with its
+  ``T = 2``), class priors ``π_k = Σ_i p_i(k) / N`` and the noise spectrum ``σ²(r)`` as the mean residual
+  power at the most probable pose.
+- Between iterations each class is brought back to real space, masked, and re-centred on its centre of
+  mass; a class that lost its images is replaced by a perturbed copy of the largest one. The outermost ring
+  grows with the resolution the classes reach (frequency marching).
+
+Start: every image in a random class at a random rotation (the average of random subsets). Stochastic mode
+(``mini_batch``): each iteration but the last ``full_passes`` uses a fresh random subset of the images.
+Everything random comes from ``seed``; the same inputs, seed, device and thread count give the same result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...io.errors import InputError
+from ...physics.ctf import CTFParams
+from ...physics.likelihood import inplane_loglik
+from ...physics.polar import PolarGrid, soft_disc_mask
+from ...physics.shift import shift_images
+from ...utils.progress import progress_bar
+
+__all__ = ["Class2DConfig", "Class2DResult", "fit", "shift_grid"]
+
+
+@dataclass
+class Class2DConfig:
+    """Options of :func:`fit`. Pixels where named ``_px``.
+
+    n_classes: K. n_iterations: EM iterations. shift_range_px / shift_step_px: the shifts tried (a square grid
+    of this step cut to the disc of this radius). mask_diameter_px: soft circular mask on images and classes
+    (None: 90 % of the box). r_start: the first iterations' outermost ring (None: D/8, at least 4). r_limit:
+    the outermost ring ever used (None: D/2 − 1). tau_fudge: multiplies the signal prior (RELION's T).
+    batch_size: images per E-step batch (bounds memory: ~``batch_size · S · K · L`` floats).
+    mini_batch: images per iteration in stochastic mode (None: all). full_passes: final iterations over all
+    images in stochastic mode. global_shift_iterations: the first iterations search the whole shift grid;
+    later ones the 3 × 3 steps around each image's last most probable shift. seed: randomness. centre: re-centre classes. device: torch device.
+    """
+
+    n_classes: int = 50
+    n_iterations: int = 20
+    shift_range_px: float = 3.0
+    shift_step_px: float = 1.0
+    mask_diameter_px: float | None = None
+    r_start: int | None = None
+    r_limit: int | None = None
+    tau_fudge: float = 2.0
+    batch_size: int = 64
+    mini_batch: int | None = None
+    full_passes: int = 2
+    global_shift_iterations: int = 5
+    seed: int = 0
+    centre: bool = True
+    device: str = "cpu"
+
+    def check(self, n_images: int, D: int) -> None:
+        """Raise :class:`InputError` naming the first option that cannot work for ``n_images`` of ``D`` px."""
+        checks = [
+            (self.n_classes >= 1, "--classes", f"must be ≥ 1, got {self.n_classes}"),
+            (self.n_classes <= n_images, "--classes", f"{self.n_classes} classes for {n_images} images: need at "
+                                                      "most one class per image"),
+            (self.n_iterations >= 1, "--iterations", f"must be ≥ 1, got {self.n_iterations}"),
+            (0 <= self.shift_range_px < D / 2, "--shift-range", f"must be in [0, {D / 2}) px"),
+            (self.shift_step_px > 0, "--shift-step", f"must be > 0, got {self.shift_step_px}"),
+            (self.tau_fudge > 0, "--tau-fudge", f"must be > 0, got {self.tau_fudge}"),
+            (self.batch_size >= 1, "--batch-size", f"must be ≥ 1, got {self.batch_size}"),
+            (self.mini_batch is None or self.mini_batch >= self.n_classes, "--mini-batch",
+             f"must be ≥ the number of classes ({self.n_classes})"),
+            (self.mask_diameter_px is None or 4 <= self.mask_diameter_px <= D, "--mask-diameter",
+             f"must be in [4, {D}] px"),
+        ]
+        for ok, where, problem in checks:
+            if not ok:
+                raise InputError(where, problem)
+
+
+@dataclass
+class Class2DResult:
+    """Shapes: ``averages (K, D, D)`` float32 (the EM's classes, real space, CTF-corrected, masked);
+    ``labels (N,)`` int64 (0-based); ``psi (N,)`` radians and ``shift_A (N, 2)`` (``x_i ≈ shift(rotate(c, ψ), s)``);
+    ``max_prob (N,)`` (largest posterior over class, rotation and shift: RELION's MaxValueProbDistribution);
+    ``class_prob (N, K)``; ``counts (K,)``; ``noise_var (R,)`` per ring; ``history`` one dict per iteration."""
+
+    averages: torch.Tensor
+    labels: torch.Tensor
+    psi: torch.Tensor
+    shift_A: torch.Tensor
+    max_prob: torch.Tensor
+    class_prob: torch.Tensor
+    counts: torch.Tensor
+    noise_var: torch.Tensor
+    apix: float
+    history: list = field(default_factory=list)
+
+
+def shift_grid(range_px: float, step_px: float) -> torch.Tensor:
+    """``(S, 2)`` shifts ``(x, y)`` in px: a square grid of ``step_px`` within the disc of ``range_px``; (0, 0) first."""
+    n = int(math.floor(range_px / step_px + 1e-9))
+    v = torch.arange(-n, n + 1, dtype=torch.float64) * step_px
+    g = torch.stack(torch.meshgrid(v, v, indexing="xy"), -1).reshape(-1, 2)
+    g = g[(g.square().sum(-1) <= range_px ** 2 + 1e-9)]
+    order = torch.argsort(g.square().sum(-1), stable=True)
+    return g[order]
+
+
+class _State:
+    """What an iteration hands to the next: classes (real space), noise per ring, class priors, ring limit,
+    and each image's most probable shift (px), the centre of its local shift search."""
+
+    def __init__(self, classes, noise_var, priors, r_max, offsets):
+        self.classes, self.noise_var, self.priors, self.r_max = classes, noise_var, priors, r_max
+        self.offsets = offsets
+
+
+class _Accumulator:
+    """Sums of one M-step: numerator and denominator spectra per class ``(M, K, R)``, class weights, residual
+    power per ring."""
+
+    def __init__(self, K, grid: PolarGrid, device):
+        R, M = grid.r_max + 1, grid.M
+        self.num = torch.zeros(M, K, R, dtype=grid._ctype, device=device)
+        self.den = torch.zeros(M, K, R, dtype=grid._ctype, device=device)
+        self.weight = torch.zeros(K, dtype=torch.float64, device=device)
+        self.resid = torch.zeros(R, dtype=torch.float64, device=device)
+        self.n = 0
+
+
+def _masked(images, mask):
+    return images * mask
+
+
+def _grid_for(cache: dict, D: int, r_max: int, apix: float, device) -> PolarGrid:
+    if r_max not in cache:
+        cache[r_max] = PolarGrid(D, r_max, apix=apix, device=device)
+    return cache[r_max]
+
+
+def _data_terms(grid, images, ctf, noise_var, shifts_px):
+    """Per batch of ``B`` images: polar samples ``X (B, R, L)``, CTF ``h``, the ramps ``(B, S, R, L)`` of the
+    shifts tried (``shifts_px (B, S, 2)``), and the spectra ``(M, B·S, R)`` of ``x h ramp̄_s / σ²`` and
+    ``(M, B, R)`` of ``h² / σ²``."""
+    X = grid.transform(images)  # (B, R, L)
+    B, S = shifts_px.shape[:2]
+    h = grid.ctf(ctf) if ctf is not None else torch.ones(X.shape, dtype=grid.dtype, device=X.device)
+    inv = (1.0 / noise_var).to(grid.dtype)[:, None]
+    ramps = grid.phase_ramp(shifts_px.reshape(-1, 2)).reshape(B, S, *X.shape[1:])
+    ys = (X * h * inv)[:, None] * ramps.conj()  # (B, S, R, L)
+    Y = grid.spectrum_major(ys.reshape(B * S, *X.shape[1:]))  # (M, B·S, R)
+    A = grid.spectrum_major((h * h * inv).to(X.dtype))  # (M, B, R)
+    return X, h, ramps, Y, A
+
+
+def _class_spectra(grid, classes):
+    c = grid.transform(classes)  # (K, R, L)
+    return c, grid.spectrum_major(c), grid.spectrum_major((c.abs() ** 2).to(c.dtype))
+
+
+def _accumulate(acc: _Accumulator, grid, gamma, X, h, ramps, c, Y, A):
+    """Add one batch's responsibilities ``gamma (L, B, S, K)`` to the M-step sums."""
+    L, B, S, K = gamma.shape
+    acc.num += grid.convolve(gamma.reshape(L, B * S, K), Y)
+    acc.den += grid.convolve(gamma.sum(2), A)
+    acc.weight += gamma.sum((0, 1, 2)).to(torch.float64)
+    # noise: residual power per ring at each image's most probable (t, s, k)
+    best = gamma.permute(1, 0, 2, 3).reshape(B, -1).argmax(-1)
+    t, s, k = best // (S * K), (best // K) % S, best % K
+    b = torch.arange(B, device=X.device)
+    model = h * ramps[b, s] * grid.roll(c[k], t)
+    acc.resid += ((X - model).abs() ** 2).mean(-1).sum(0).to(torch.float64)
+    acc.n += B
+
+
+def _m_step(acc: _Accumulator, grid: PolarGrid, tau_fudge: float):
+    """Wiener class samples ``(K, R, L)`` and the per-class spectral SNR per ring ``(K, R)``."""
+    num = grid.from_spectrum(acc.num.permute(1, 2, 0))
+    den = grid.from_spectrum(acc.den.permute(1, 2, 0)).real.clamp_min(1e-12)
+    c_ml = num / den
+    noise_of_estimate = (1.0 / den).mean(-1)
+    tau2 = tau_fudge * ((c_ml.abs() ** 2).mean(-1) - noise_of_estimate).clamp_min(0)  # (K, R)
+    ssnr = (c_ml.abs() ** 2).mean(-1) / noise_of_estimate - 1
+    c = num / (den + 1.0 / tau2.clamp_min(1e-30)[..., None])
+    c = torch.where(tau2[..., None] > 0, c, torch.zeros_like(c))
+    return c, ssnr
+
+
+def _centre(classes: torch.Tensor) -> torch.Tensor:
+    """Shift each class so the centre of mass of its positive part sits on pixel ``D // 2``."""
+    D = classes.shape[-1]
+    i = torch.arange(D, dtype=classes.dtype, device=classes.device) - D // 2
+    w = classes.clamp_min(0)
+    tot = w.sum((-2, -1)).clamp_min(1e-30)
+    cx, cy = (w.sum(-2) * i).sum(-1) / tot, (w.sum(-1) * i).sum(-1) / tot
+    return shift_images(classes, -torch.stack([cx, cy], -1))
+
+
+def _reseed_empty(classes, priors, gen) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Replace classes holding < 1/(10K) of the images by noisy copies of the largest ones, each copy taking
+    half of its donor's prior (so the next E-step splits the donor's images between the two)."""
+    K = classes.shape[0]
+    empty = torch.nonzero(priors < 1 / (10 * K)).reshape(-1)
+    if empty.numel() == 0:
+        return classes, priors, 0
+    donors = torch.argsort(priors, descending=True)[: empty.numel()]
+    classes, priors = classes.clone(), priors.clone()
+    noise = torch.randn(empty.numel(), *classes.shape[1:], generator=gen, dtype=classes.dtype)
+    classes[empty] = classes[donors] + 0.1 * classes[donors].std() * noise.to(classes.device)
+    priors[empty] = priors[donors] / 2
+    priors[donors] = priors[donors] / 2
+    return classes, priors / priors.sum(), int(empty.numel())
+
+
+def _random_start(images, ctf, grid, cfg, noise_var, gen, mask, device):
+    """Classes from a random class and rotation per image (no alignment)."""
+    N, K, L = images.shape[0], cfg.n_classes, grid.L
+    labels = torch.randperm(N, generator=gen) % K
+    rots = torch.randint(0, L, (N,), generator=gen)
+    acc = _Accumulator(K, grid, device)
+    for start in range(0, N, cfg.batch_size):
+        idx = torch.arange(start, min(N, start + cfg.batch_size))
+        batch = _masked(images[idx].to(device, grid.dtype), mask)
+        zero = torch.zeros(len(idx), 1, 2, dtype=torch.float64)
+        _, _, _, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx),
+                                    noise_var[: grid.r_max + 1], zero)
+        gamma = torch.zeros(L, len(idx), K, dtype=grid.dtype, device=device)
+        gamma[rots[idx].to(device), torch.arange(len(idx), device=device), labels[idx].to(device)] = 1
+        acc.num += grid.convolve(gamma, Y)
+        acc.den += grid.convolve(gamma, A)
+    num = grid.from_spectrum(acc.num.permute(1, 2, 0))
+    den = grid.from_spectrum(acc.den.permute(1, 2, 0)).real
+    c = num / (den + den.mean((-1, -2), keepdim=True).clamp_min(1e-12))  # a mild, uniform regulariser
+    return grid.to_images(c).float() * mask
+
+
+def _initial_noise(images, mask, device, batch_size) -> torch.Tensor:
+    """``σ²(r)`` for rings ``r = 0 … D/2``: the mean power per ring (radius rounded) of the masked images'
+    transforms (signal included: an upper bound, replaced ring by ring by residuals as the rings come in)."""
+    D = images.shape[-1]
+    ky = torch.fft.fftfreq(D, d=1.0 / D, dtype=torch.float64)
+    kx = torch.fft.rfftfreq(D, d=1.0 / D, dtype=torch.float64)
+    ring = torch.sqrt(ky[:, None] ** 2 + kx[None] ** 2).round().long().reshape(-1).to(device)
+    keep = ring <= D // 2
+    tot = torch.zeros(D // 2 + 1, dtype=torch.float64, device=device)
+    for start in range(0, images.shape[0], batch_size):
+        F = torch.fft.rfft2(_masked(images[start:start + batch_size].to(device, torch.float32), mask))
+        p = (F.abs() ** 2).sum(0).reshape(-1).to(torch.float64)
+        tot += torch.bincount(ring[keep], p[keep], minlength=D // 2 + 1)
+    count = torch.bincount(ring[keep], minlength=D // 2 + 1).to(torch.float64)
+    return (tot / (count * images.shape[0]).clamp_min(1)).clamp_min(1e-20)
+
+
+def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DConfig,
+        checkpoint: str | Path | None = None, progress: bool = True) -> Class2DResult:
+    """Classify ``images (N, D, D)`` (float, any device) with per-image ``ctf`` (or None) into ``cfg.n_classes``.
+
+    ``checkpoint``: a file written atomically after every iteration; when it exists and was written for the
+    same configuration and data size, the run resumes from it (same result as an uninterrupted run).
+    Returns a :class:`Class2DResult`.
+    """
+    from ...io.atomic import atomic_path
+    from ..training import load_checkpoint
+
+    if images.ndim != 3 or images.shape[-1] != images.shape[-2]:
+        raise InputError("images", f"need square images (N, D, D), got shape {tuple(images.shape)}")
+    N, D = images.shape[0], images.shape[-1]
+    cfg.check(N, D)
+    if not bool(torch.isfinite(images).all()):
+        raise InputError("images", "contain NaN or infinite pixels")
+    device = torch.device(cfg.device)
+    K = cfg.n_classes
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mask = soft_disc_mask(D, (cfg.mask_diameter_px or 0.9 * D) / 2, device=device)
+    r_limit = min(cfg.r_limit or D // 2 - 1, D // 2)
+    r_start = min(cfg.r_start or max(4, D // 8), r_limit)
+    grids: dict = {}
+    signature = {"config": asdict(cfg), "n_images": N, "D": D, "apix": float(apix)}
+
+    state, start_it, history = None, 1, []
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = load_checkpoint(checkpoint, signature)
+        m = saved["model"]
+        state = _State(m["classes"].to(device), m["noise_var"].to(device), m["priors"].to(device), m["r_max"],
+                       m["offsets"])
+        start_it, history = saved["epoch"] + 1, saved["history"]
+        gen.set_state(saved["gen"])
+    if state is None:
+        grid = _grid_for(grids, D, r_start, apix, device)
+        noise = _initial_noise(images, mask, device, cfg.batch_size)
+        classes = _random_start(images, ctf, grid, cfg, noise, gen, mask, device)
+        state = _State(classes, noise, torch.full((K,), 1.0 / K, dtype=torch.float64, device=device), r_start,
+                       torch.zeros(N, 2, dtype=torch.float64))
+
+    last = None
+    with progress_bar(cfg.n_iterations, "2D classification", enabled=progress) as bar:
+        bar.advance(start_it - 1)
+        for it in range(start_it, cfg.n_iterations + 1):
+            stochastic = cfg.mini_batch is not None and cfg.mini_batch < N and it <= cfg.n_iterations - cfg.full_passes
+            order = torch.randperm(N, generator=gen)[: cfg.mini_batch] if stochastic else torch.arange(N)
+            local = it > cfg.global_shift_iterations
+            last = _iterate(images, ctf, order, state, grids, cfg, local, mask, apix, device, gen)
+            history.append({"iteration": it, "r_max_px": state.r_max, "local_shifts": local, **last["summary"]})
+            state = last["state"]
+            if checkpoint is not None:
+                model = {"classes": state.classes.cpu(), "noise_var": state.noise_var.cpu(),
+                         "priors": state.priors.cpu(), "r_max": state.r_max, "offsets": state.offsets}
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"signature": signature, "epoch": it, "model": model, "gen": gen.get_state(),
+                                "history": history}, tmp)
+            bar.advance(1)
+    if last is None or last["order"].numel() < N:  # resumed at the end, or a last stochastic pass
+        last = _iterate(images, ctf, torch.arange(N), state, grids, cfg, cfg.n_iterations > cfg.global_shift_iterations,
+                        mask, apix, device, gen, update=False)
+    a = last
+    return Class2DResult(averages=state.classes.float().cpu(), labels=a["labels"], psi=a["psi"],
+                         shift_A=a["shift_px"] * apix, max_prob=a["max_prob"], class_prob=a["class_prob"],
+                         counts=torch.bincount(a["labels"], minlength=K), noise_var=state.noise_var.cpu(),
+                         apix=float(apix), history=history)
+
+
+def _shifts_for(idx, state: _State, cfg: Class2DConfig, local: bool) -> torch.Tensor:
+    """``(B, S, 2)`` shifts (px) tried per image: the whole grid, or the 3 × 3 steps around the image's last
+    most probable shift (kept within the range)."""
+    if not local:
+        g = shift_grid(cfg.shift_range_px, cfg.shift_step_px)
+        return g[None].expand(len(idx), -1, -1)
+    step = cfg.shift_step_px
+    v = torch.tensor([0.0, -step, step], dtype=torch.float64)
+    d = torch.stack(torch.meshgrid(v, v, indexing="xy"), -1).reshape(-1, 2)
+    d = d[torch.argsort(d.square().sum(-1), stable=True)]
+    centre = state.offsets[idx]
+    r = centre.norm(dim=-1, keepdim=True)
+    centre = torch.where(r > cfg.shift_range_px, centre * cfg.shift_range_px / r.clamp_min(1e-12), centre)
+    return centre[:, None] + d[None]
+
+
+def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, device, gen,
+             update: bool = True) -> dict:
+    """One E-step over ``order`` and (when ``update``) the M-step; returns the new state and the assignments."""
+    D, K = images.shape[-1], cfg.n_classes
+    grid = _grid_for(grids, D, state.r_max, apix, device)
+    L = grid.L
+    noise = state.noise_var[: grid.r_max + 1]
+    c, C, P = _class_spectra(grid, state.classes.to(device, grid.dtype))
+    log_prior = torch.log(state.priors.clamp_min(1e-30)).to(grid.dtype)
+    acc = _Accumulator(K, grid, device)
+    n = order.numel()
+    labels = torch.empty(n, dtype=torch.int64)
+    psi, max_prob = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    shift_px, class_prob = torch.empty(n, 2, dtype=torch.float64), torch.empty(n, K, dtype=torch.float32)
+    loglik_sum = 0.0
+    for start in range(0, n, cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        B = len(idx)
+        tried = _shifts_for(idx, state, cfg, local)  # (B, S, 2)
+        batch = _masked(images[idx].to(device, grid.dtype), mask)
+        X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, tried)
+        logp = inplane_loglik(Y, A, C, P, grid) + log_prior  # (L, B, S, K)
+        lse = torch.logsumexp(logp, dim=(0, 2, 3))
+        gamma = torch.exp(logp - lse[None, :, None, None])
+        del logp
+        loglik_sum += float(lse.sum())
+        if update:
+            _accumulate(acc, grid, gamma, X, h, ramps, c, Y, A)
+        sl = slice(start, start + B)
+        kp = gamma.sum((0, 2))  # (B, K)
+        lab = kp.argmax(-1)
+        per_image = gamma.permute(1, 3, 0, 2)  # (B, K, L, S) view
+        within = per_image[torch.arange(B), lab].reshape(B, -1)  # (B, L·S)
+        t_best, s_best = within.argmax(-1) // tried.shape[1], within.argmax(-1) % tried.shape[1]
+        labels[sl], class_prob[sl] = lab.cpu(), kp.float().cpu()
+        psi[sl] = (t_best.double() * (2 * math.pi / L)).cpu()
+        shift_px[sl] = tried[torch.arange(B), s_best.cpu()]
+        max_prob[sl] = gamma.amax(dim=(0, 2, 3)).double().cpu()
+    offsets = state.offsets.clone()
+    offsets[order] = shift_px
+    out = {"order": order, "labels": torch.empty_like(labels), "psi": torch.empty_like(psi),
+           "shift_px": torch.empty_like(shift_px), "max_prob": torch.empty_like(max_prob),
+           "class_prob": torch.empty_like(class_prob)}
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(n)
+    for key, v in (("labels", labels), ("psi", psi), ("shift_px", shift_px), ("max_prob", max_prob),
+                   ("class_prob", class_prob)):
+        out[key] = v[inv] if n == images.shape[0] else v
+    summary = {"loglik_per_image": loglik_sum / max(n, 1)}
+    if not update:
+        out["state"], out["summary"] = state, summary
+        return out
+    c_new, ssnr = _m_step(acc, grid, cfg.tau_fudge)
+    classes = grid.to_images(c_new).float() * mask
+    if cfg.centre:
+        classes = _centre(classes) * mask
+    noise_new = state.noise_var.clone()
+    noise_new[: grid.r_max + 1] = (acc.resid / max(acc.n, 1)).clamp_min(1e-20)
+    # frequency marching: the next outer ring is 4 beyond the last ring where the mean class SSNR exceeds 1
+    good = torch.nonzero(ssnr.mean(0) > 1).reshape(-1)
+    resolved = int(good.max()) if good.numel() else 0
+    r_next = min(max(state.r_max, resolved + 4), cfg.r_limit or D // 2 - 1, D // 2)
+    priors = (acc.weight / acc.weight.sum()).clamp_min(1e-6)
+    classes, priors, reseeded = _reseed_empty(classes, priors / priors.sum(), gen)
+    summary.update(resolved_ring_px=resolved, reseeded=reseeded)
+    out["state"] = _State(classes, noise_new, priors, r_next, offsets)
+    out["summary"] = summary
+    return out
