@@ -57,12 +57,12 @@ def cluster_features(features: torch.Tensor | np.ndarray, n_clusters: int, metho
 
 
 def embed(images: torch.Tensor, kind: str = "acf", *, n_features: int = 32, noise_var: float | None = None,
-          n_components: int = 40, bandlimit: float | None = None, m_max: int = 8, circular: bool = False,
+          n_components: int = 40, bandlimit: float | None = None, m_max: int = 8, circular: bool = True,
           seed: int = 0) -> torch.Tensor:
     """Rotation-invariant features ``(N, F)`` float64 of images ``(N, D, D)`` (particle inside the disc D/2).
 
     - ``kind="acf"``: :func:`~.features.acf_features` (``m_max``, ``circular``, ``bandlimit`` default 0.5);
-      also invariant to shifts (circular ones exactly with ``circular=True``).
+      also invariant to shifts (circular ones exactly, with the default ``circular=True``).
     - ``kind="power"`` / ``"bispectrum"``: the images are expanded in a :class:`FourierBessel` basis
       (``bandlimit`` default 1), a steerable PCA with ``n_components`` is fitted with the noise variance
       ``noise_var`` (σ² per pixel; by default estimated from the pixels outside the disc, and no noise

@@ -148,7 +148,7 @@ def bispectrum_features(coeffs: torch.Tensor, basis: FourierBessel | SteerablePC
     return torch.as_tensor(Z, dtype=torch.float64, device=coeffs.device)
 
 
-def autocorrelation(images: torch.Tensor, circular: bool = False) -> torch.Tensor:
+def autocorrelation(images: torch.Tensor, circular: bool = True) -> torch.Tensor:
     """Autocorrelation of real images ``(N, D, D)`` → ``(N, D, D)``, zero lag at the centre pixel ``D//2``.
 
     ``ACF(t) = (1/D²) Σ_p x(p) x(p + t)`` for lags ``|t_x|, |t_y| ≤ D/2``, via ``ifft2(|fft2(x)|²)``.
@@ -176,7 +176,7 @@ def autocorrelation(images: torch.Tensor, circular: bool = False) -> torch.Tenso
 
 
 def acf_features(images: torch.Tensor, m_max: int = 8, bandlimit: float = 0.5,
-                 basis: FourierBessel | None = None, circular: bool = False) -> torch.Tensor:
+                 basis: FourierBessel | None = None, circular: bool = True) -> torch.Tensor:
     """Seed 004's autocorrelation embedding, made rotation invariant → ``(N, F)`` float64.
 
     1. :func:`autocorrelation` (translation invariant; ``circular`` as there).
@@ -193,7 +193,9 @@ def acf_features(images: torch.Tensor, m_max: int = 8, bandlimit: float = 0.5,
 
     Measured on three 3–4-Gaussian templates (σ 2 px, up to 8 px from the centre, D = 32) rotated
     analytically by 0.4, 1.9 and 3.7 rad: features move by ≤ 0.25 % (linear) / 3.5 % (circular: the ACF
-    wraps around the box) of their norm, against ≥ 24 % between templates.
+    wraps around the box) of their norm, against ≥ 24 % between templates. Under noise the circular ACF
+    is the better embedding (the default): k-means on 3 such templates, 60 randomly rotated images each,
+    ARI 1.0 (circular) vs 0.48 (linear) at SNR 1 and 0.92 vs 0.08 at SNR 0.3 (m_max 8).
 
     Units: (pixel value)² (an ACF). ``basis`` may be passed to reuse one (its ``D`` must match).
     """
