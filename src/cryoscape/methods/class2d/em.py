@@ -22,7 +22,7 @@ Everything random comes from ``seed``; the same inputs, seed, device and thread 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +44,16 @@ class Class2DConfig:
 
     n_classes: K. n_iterations: EM iterations. shift_range_px / shift_step_px: the shifts tried (a square grid
     of this step cut to the disc of this radius). mask_diameter_px: soft circular mask on images and classes
-    (None: 90 % of the box). r_start: the first iterations' outermost ring (None: D/8, at least 4). r_limit:
+    (None: 90 % of the box). r_start: the first iterations' outermost ring (None: D/8, at least 8; from 4 a random start
+    merged two of three templates at D = 32). r_limit:
     the outermost ring ever used (None: D/2 − 1). tau_fudge: multiplies the signal prior (RELION's T).
     batch_size: images per E-step batch (bounds memory: ~``batch_size · S · K · L`` floats).
     mini_batch: images per iteration in stochastic mode (None: all). full_passes: final iterations over all
     images in stochastic mode. global_shift_iterations: the first iterations search the whole shift grid;
-    later ones the 3 × 3 steps around each image's last most probable shift. seed: randomness. centre: re-centre classes. device: torch device.
+    later ones the 3 × 3 steps around each image's last most probable shift. init: ``random`` (each image in a
+    random class at a random rotation) or ``features`` (k-means on rotation-invariant power spectra of the
+    phase-flipped images, then each cluster aligned by a one-class EM of ``init_iterations``; also what
+    ``fit(init_labels=…)`` does with given labels). seed: randomness. centre: re-centre classes. device: torch device.
     """
 
     n_classes: int = 50
@@ -64,6 +68,8 @@ class Class2DConfig:
     mini_batch: int | None = None
     full_passes: int = 2
     global_shift_iterations: int = 5
+    init: str = "random"
+    init_iterations: int = 4
     seed: int = 0
     centre: bool = True
     device: str = "cpu"
@@ -78,6 +84,7 @@ class Class2DConfig:
             (0 <= self.shift_range_px < D / 2, "--shift-range", f"must be in [0, {D / 2}) px"),
             (self.shift_step_px > 0, "--shift-step", f"must be > 0, got {self.shift_step_px}"),
             (self.tau_fudge > 0, "--tau-fudge", f"must be > 0, got {self.tau_fudge}"),
+            (self.init in ("random", "features"), "--init", f"must be random or features, got {self.init!r}"),
             (self.batch_size >= 1, "--batch-size", f"must be ≥ 1, got {self.batch_size}"),
             (self.mini_batch is None or self.mini_batch >= self.n_classes, "--mini-batch",
              f"must be ≥ the number of classes ({self.n_classes})"),
@@ -150,16 +157,17 @@ def _grid_for(cache: dict, D: int, r_max: int, apix: float, device) -> PolarGrid
     return cache[r_max]
 
 
-def _data_terms(grid, images, ctf, noise_var, shifts_px):
+def _data_terms(grid, images, ctf, noise_var, centres_px, steps_px):
     """Per batch of ``B`` images: polar samples ``X (B, R, L)``, CTF ``h``, the ramps ``(B, S, R, L)`` of the
-    shifts tried (``shifts_px (B, S, 2)``), and the spectra ``(M, B·S, R)`` of ``x h ramp̄_s / σ²`` and
-    ``(M, B, R)`` of ``h² / σ²``."""
+    shifts tried (``centres_px (B, 2)`` plus ``steps_px (S, 2)``), and the spectra ``(M, B·S, R)`` of
+    ``x h ramp̄_s / σ²`` and ``(M, B, R)`` of ``h² / σ²``. ``ramp(c + d) = ramp(c) · ramp(d)``: one ramp per
+    image and one per step."""
     X = grid.transform(images)  # (B, R, L)
-    B, S = shifts_px.shape[:2]
+    B, S = centres_px.shape[0], steps_px.shape[0]
     h = grid.ctf(ctf) if ctf is not None else torch.ones(X.shape, dtype=grid.dtype, device=X.device)
     inv = (1.0 / noise_var).to(grid.dtype)[:, None]
-    ramps = grid.phase_ramp(shifts_px.reshape(-1, 2)).reshape(B, S, *X.shape[1:])
-    ys = (X * h * inv)[:, None] * ramps.conj()  # (B, S, R, L)
+    ramps = grid.phase_ramp(centres_px)[:, None] * grid.phase_ramp(steps_px)[None]  # (B, S, R, L)
+    ys = (X * h * inv * grid.phase_ramp(centres_px).conj())[:, None] * grid.phase_ramp(steps_px).conj()[None]
     Y = grid.spectrum_major(ys.reshape(B * S, *X.shape[1:]))  # (M, B·S, R)
     A = grid.spectrum_major((h * h * inv).to(X.dtype))  # (M, B, R)
     return X, h, ramps, Y, A
@@ -171,14 +179,14 @@ def _class_spectra(grid, classes):
 
 
 def _accumulate(acc: _Accumulator, grid, gamma, X, h, ramps, c, Y, A):
-    """Add one batch's responsibilities ``gamma (L, B, S, K)`` to the M-step sums."""
-    L, B, S, K = gamma.shape
-    acc.num += grid.convolve(gamma.reshape(L, B * S, K), Y)
-    acc.den += grid.convolve(gamma.sum(2), A)
-    acc.weight += gamma.sum((0, 1, 2)).to(torch.float64)
-    # noise: residual power per ring at each image's most probable (t, s, k)
-    best = gamma.permute(1, 0, 2, 3).reshape(B, -1).argmax(-1)
-    t, s, k = best // (S * K), (best // K) % S, best % K
+    """Add one batch's responsibilities ``gamma (B, S, K, L)`` to the M-step sums."""
+    B, S, K, L = gamma.shape
+    acc.num += grid.convolve(gamma.reshape(B * S, K, L), Y)
+    acc.den += grid.convolve(gamma.sum(1), A)
+    acc.weight += gamma.sum((0, 1, 3)).to(torch.float64)
+    # noise: residual power per ring at each image's most probable (s, k, t)
+    best = gamma.reshape(B, -1).argmax(-1)
+    s, k, t = best // (K * L), (best // L) % K, best % L
     b = torch.arange(B, device=X.device)
     model = h * ramps[b, s] * grid.roll(c[k], t)
     acc.resid += ((X - model).abs() ** 2).mean(-1).sum(0).to(torch.float64)
@@ -233,11 +241,10 @@ def _random_start(images, ctf, grid, cfg, noise_var, gen, mask, device):
     for start in range(0, N, cfg.batch_size):
         idx = torch.arange(start, min(N, start + cfg.batch_size))
         batch = _masked(images[idx].to(device, grid.dtype), mask)
-        zero = torch.zeros(len(idx), 1, 2, dtype=torch.float64)
         _, _, _, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx),
-                                    noise_var[: grid.r_max + 1], zero)
-        gamma = torch.zeros(L, len(idx), K, dtype=grid.dtype, device=device)
-        gamma[rots[idx].to(device), torch.arange(len(idx), device=device), labels[idx].to(device)] = 1
+                                    noise_var[: grid.r_max + 1], torch.zeros(len(idx), 2), torch.zeros(1, 2))
+        gamma = torch.zeros(len(idx), K, L, dtype=grid.dtype, device=device)
+        gamma[torch.arange(len(idx), device=device), labels[idx].to(device), rots[idx].to(device)] = 1
         acc.num += grid.convolve(gamma, Y)
         acc.den += grid.convolve(gamma, A)
     num = grid.from_spectrum(acc.num.permute(1, 2, 0))
@@ -263,9 +270,40 @@ def _initial_noise(images, mask, device, batch_size) -> torch.Tensor:
     return (tot / (count * images.shape[0]).clamp_min(1)).clamp_min(1e-20)
 
 
+def _feature_labels(images, ctf, apix, K, seed) -> torch.Tensor:
+    """k-means labels on rotation- and shift-invariant power spectra of the phase-flipped images."""
+    from ...physics.imaging import ImagingGrid
+    from ...physics.transform2d import phase_flip
+    from .cluster import cluster_features, embed
+
+    flipped = images if ctf is None else torch.cat([
+        phase_flip(images[i:i + 1024].float(), ctf.subset(slice(i, i + 1024)), ImagingGrid(images.shape[-1], apix))
+        for i in range(0, images.shape[0], 1024)])
+    return torch.as_tensor(cluster_features(embed(flipped, kind="power", seed=seed), K, seed=seed))
+
+
+def _classes_from_labels(images, ctf, apix, labels, cfg, gen, device) -> torch.Tensor:
+    """One aligned class per label: a one-class EM (``cfg.init_iterations``) over the images with that label;
+    a label no image carries gets a random image."""
+    D, K = images.shape[-1], cfg.n_classes
+    classes = torch.zeros(K, D, D, dtype=torch.float32, device=device)
+    sub = replace(cfg, n_classes=1, n_iterations=cfg.init_iterations, init="random", mini_batch=None)
+    for k in range(K):
+        members = torch.nonzero(labels == k).reshape(-1)
+        if members.numel() == 0:
+            members = torch.randint(0, images.shape[0], (1,), generator=gen)
+        res = fit(images[members], None if ctf is None else ctf.subset(members), apix, sub, progress=False)
+        classes[k] = res.averages[0].to(device)
+    return classes
+
+
 def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DConfig,
-        checkpoint: str | Path | None = None, progress: bool = True) -> Class2DResult:
+        checkpoint: str | Path | None = None, progress: bool = True,
+        init_labels: torch.Tensor | np.ndarray | None = None) -> Class2DResult:
     """Classify ``images (N, D, D)`` (float, any device) with per-image ``ctf`` (or None) into ``cfg.n_classes``.
+
+    ``init_labels`` ``(N,)`` in ``0 … K − 1``: start from one aligned average per label (e.g. a clustering on
+    invariant features) instead of ``cfg.init``.
 
     ``checkpoint``: a file written atomically after every iteration; when it exists and was written for the
     same configuration and data size, the run resumes from it (same result as an uninterrupted run).
@@ -285,7 +323,7 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
     gen = torch.Generator().manual_seed(cfg.seed)
     mask = soft_disc_mask(D, (cfg.mask_diameter_px or 0.9 * D) / 2, device=device)
     r_limit = min(cfg.r_limit or D // 2 - 1, D // 2)
-    r_start = min(cfg.r_start or max(4, D // 8), r_limit)
+    r_start = min(cfg.r_start or max(8, D // 8), r_limit)
     grids: dict = {}
     signature = {"config": asdict(cfg), "n_images": N, "D": D, "apix": float(apix)}
 
@@ -300,7 +338,15 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
     if state is None:
         grid = _grid_for(grids, D, r_start, apix, device)
         noise = _initial_noise(images, mask, device, cfg.batch_size)
-        classes = _random_start(images, ctf, grid, cfg, noise, gen, mask, device)
+        if init_labels is None and cfg.init == "features" and K > 1:
+            init_labels = _feature_labels(images, ctf, apix, K, cfg.seed)
+        if init_labels is not None:
+            labels0 = torch.as_tensor(np.asarray(init_labels), dtype=torch.int64).reshape(-1)
+            if labels0.numel() != N or int(labels0.min()) < 0 or int(labels0.max()) >= K:
+                raise InputError("init_labels", f"need {N} labels in 0..{K - 1}")
+            classes = _classes_from_labels(images, ctf, apix, labels0, cfg, gen, device) * mask
+        else:
+            classes = _random_start(images, ctf, grid, cfg, noise, gen, mask, device)
         state = _State(classes, noise, torch.full((K,), 1.0 / K, dtype=torch.float64, device=device), r_start,
                        torch.zeros(N, 2, dtype=torch.float64))
 
@@ -331,12 +377,11 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
                          apix=float(apix), history=history)
 
 
-def _shifts_for(idx, state: _State, cfg: Class2DConfig, local: bool) -> torch.Tensor:
-    """``(B, S, 2)`` shifts (px) tried per image: the whole grid, or the 3 × 3 steps around the image's last
-    most probable shift (kept within the range)."""
+def _shifts_for(idx, state: _State, cfg: Class2DConfig, local: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shifts (px) tried per image as ``centres (B, 2)`` + ``steps (S, 2)``: the whole grid around 0, or
+    the 3 × 3 steps around the image's last most probable shift (kept within the range)."""
     if not local:
-        g = shift_grid(cfg.shift_range_px, cfg.shift_step_px)
-        return g[None].expand(len(idx), -1, -1)
+        return torch.zeros(len(idx), 2, dtype=torch.float64), shift_grid(cfg.shift_range_px, cfg.shift_step_px)
     step = cfg.shift_step_px
     v = torch.tensor([0.0, -step, step], dtype=torch.float64)
     d = torch.stack(torch.meshgrid(v, v, indexing="xy"), -1).reshape(-1, 2)
@@ -344,7 +389,7 @@ def _shifts_for(idx, state: _State, cfg: Class2DConfig, local: bool) -> torch.Te
     centre = state.offsets[idx]
     r = centre.norm(dim=-1, keepdim=True)
     centre = torch.where(r > cfg.shift_range_px, centre * cfg.shift_range_px / r.clamp_min(1e-12), centre)
-    return centre[:, None] + d[None]
+    return centre, d
 
 
 def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, device, gen,
@@ -365,26 +410,25 @@ def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, d
     for start in range(0, n, cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         B = len(idx)
-        tried = _shifts_for(idx, state, cfg, local)  # (B, S, 2)
+        centres, steps = _shifts_for(idx, state, cfg, local)
         batch = _masked(images[idx].to(device, grid.dtype), mask)
-        X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, tried)
-        logp = inplane_loglik(Y, A, C, P, grid) + log_prior  # (L, B, S, K)
-        lse = torch.logsumexp(logp, dim=(0, 2, 3))
-        gamma = torch.exp(logp - lse[None, :, None, None])
+        X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, centres, steps)
+        logp = inplane_loglik(Y, A, C, P, grid) + log_prior[:, None]  # (B, S, K, L)
+        lse = torch.logsumexp(logp.reshape(B, -1), dim=-1)
+        gamma = torch.exp(logp - lse[:, None, None, None])
         del logp
         loglik_sum += float(lse.sum())
         if update:
             _accumulate(acc, grid, gamma, X, h, ramps, c, Y, A)
         sl = slice(start, start + B)
-        kp = gamma.sum((0, 2))  # (B, K)
+        kp = gamma.sum((1, 3))  # (B, K)
         lab = kp.argmax(-1)
-        per_image = gamma.permute(1, 3, 0, 2)  # (B, K, L, S) view
-        within = per_image[torch.arange(B), lab].reshape(B, -1)  # (B, L·S)
-        t_best, s_best = within.argmax(-1) // tried.shape[1], within.argmax(-1) % tried.shape[1]
+        within = gamma[torch.arange(B), :, lab].reshape(B, -1)  # (B, S·L)
+        s_best, t_best = within.argmax(-1) // L, within.argmax(-1) % L
         labels[sl], class_prob[sl] = lab.cpu(), kp.float().cpu()
         psi[sl] = (t_best.double() * (2 * math.pi / L)).cpu()
-        shift_px[sl] = tried[torch.arange(B), s_best.cpu()]
-        max_prob[sl] = gamma.amax(dim=(0, 2, 3)).double().cpu()
+        shift_px[sl] = centres + steps[s_best.cpu()]
+        max_prob[sl] = gamma.reshape(B, -1).amax(-1).double().cpu()
     offsets = state.offsets.clone()
     offsets[order] = shift_px
     out = {"order": order, "labels": torch.empty_like(labels), "psi": torch.empty_like(psi),
