@@ -8,6 +8,8 @@ import sys
 import typer
 
 from . import filter as _filter
+from . import class2d as _class2d
+from . import cluster2d as _cluster2d
 from . import backproject as _backproject
 from . import demo as _demo
 from . import downsample as _downsample
@@ -30,6 +32,8 @@ app.command("train-vae")(_train_vae.train_vae_cmd)
 app.command("eval-vol")(_eval_vol.eval_vol)
 app.command("analyze")(_analyze.analyze)
 app.command("filter")(_filter.filter_cmd)
+app.command("class2d")(_class2d.class2d_cmd)
+app.command("cluster2d")(_cluster2d.cluster2d_cmd)
 
 
 def _print_version(value: bool):
