@@ -125,9 +125,9 @@ def inplane_loglik(data_spectrum: torch.Tensor, ctf2_spectrum: torch.Tensor, cla
             ``S`` shifts of one image share it) of ``h² / σ²``.
         class_spectrum: ``(M, K, R)`` of the class samples ``c``. class_power_spectrum: ``(M, K, R)`` of ``|c|²``.
     Returns:
-        ``(L, N', S, K)``: ``ℓ[t, n, s, k]``, the rotation ``ψ_t = 2π t / L`` meaning ``x ≈ h · rotate(c_k, ψ_t)``.
+        ``(N', S, K, L)``: ``ℓ[n, s, k, t]``, the rotation ``ψ_t = 2π t / L`` meaning ``x ≈ h · rotate(c_k, ψ_t)``.
     """
-    cross = grid.correlate(data_spectrum, class_spectrum, grid.ring_area)  # (L, N'·S, K)
-    norm = grid.correlate(ctf2_spectrum, class_power_spectrum, grid.ring_area)  # (L, N', K)
-    L, n, K = norm.shape
-    return cross.reshape(L, n, -1, K) - 0.5 * norm[:, :, None]
+    cross = grid.correlate(data_spectrum, class_spectrum, grid.ring_area)  # (N'·S, K, L)
+    norm = grid.correlate(ctf2_spectrum, class_power_spectrum, grid.ring_area)  # (N', K, L)
+    n, K, L = norm.shape
+    return cross.reshape(n, -1, K, L) - 0.5 * norm[:, None]

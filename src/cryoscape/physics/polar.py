@@ -118,24 +118,24 @@ class PolarGrid:
     def correlate(self, Y: torch.Tensor, C: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Cyclic correlations over every rotation, from angular spectra in ``(M, ·, R)`` layout.
 
-        ``g[t, n, k] = Re Σ_r w_r Σ_l y_n(r, l) conj c_k(r, l + t)`` for ``Y (M, N, R)`` and ``C (M, K, R)``
-        (:meth:`spectrum_major` of Hermitian-in-angle functions) → ``(L, N, K)`` real; ``weight`` ``(R,)``
+        ``g[n, k, t] = Re Σ_r w_r Σ_l y_n(r, l) conj c_k(r, l + t)`` for ``Y (M, N, R)`` and ``C (M, K, R)``
+        (:meth:`spectrum_major` of Hermitian-in-angle functions) → ``(N, K, L)`` real; ``weight`` ``(R,)``
         (default 1). Computed as ``g = irfft_m(conj P)`` with ``P(m) = Σ_r w_r Y(r, m) conj C(r, m)``: one
-        batched complex matrix product over the angular frequencies, and no transposition of the result.
+        batched complex matrix product over the angular frequencies.
         """
         if weight is not None:
             C = C * weight.to(C.real.dtype)
         P = torch.bmm(Y, C.conj().transpose(1, 2))  # (M, N, K)
-        return torch.fft.irfft(P.conj(), n=self.L, dim=0)
+        return torch.fft.irfft(P.permute(1, 2, 0).conj(), n=self.L, dim=-1)
 
     def convolve(self, G: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """The adjoint of :meth:`correlate` in ``c``: ``h[k, r, j] = Σ_n Σ_t g[t, n, k] z_n(r, j − t)``.
+        """The adjoint of :meth:`correlate` in ``c``: ``h[k, r, j] = Σ_n Σ_t g[n, k, t] z_n(r, j − t)``.
 
-        ``G (L, N, K)`` real weights over rotations, ``Z (M, N, R)`` spectra → ``(M, K, R)`` spectrum of ``h``
+        ``G (N, K, L)`` real weights over rotations, ``Z (M, N, R)`` spectra → ``(M, K, R)`` spectrum of ``h``
         (``Ĥ(m) = Σ_n Ĝ_nk(m) Ẑ_n(m)``, ``Ĝ = rfft_t(g)``). Used to sum images rotated back into class frames.
         """
-        Gh = torch.fft.rfft(G, dim=0)  # (M, N, K)
-        return torch.bmm(Gh.transpose(1, 2), Z.to(Gh.dtype))
+        Gh = torch.fft.rfft(G, dim=-1).permute(2, 1, 0).contiguous()  # (M, K, N): bmm's fast layout
+        return torch.bmm(Gh, Z.to(Gh.dtype))
 
     # ---- diagonal operators ---------------------------------------------------------------------------------
     def phase_ramp(self, shift_px: torch.Tensor) -> torch.Tensor:
