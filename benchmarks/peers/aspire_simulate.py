@@ -66,18 +66,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _configure_aspire(tmpdir):
-    """Point ASPIRE's confuse config at a temp dir: logs there (not ./logs), quiet console."""
-    cfg = os.path.join(tmpdir, "config.yaml")
-    with open(cfg, "w") as f:
-        f.write(
-            "logging:\n"
-            f"    log_dir: {os.path.join(tmpdir, 'logs')}\n"
-            "    tqdm_disable: True\n"
-            "    console_level: WARNING\n"
-            "    log_file_level: WARNING\n"
-        )
-    os.environ["ASPIREDIR"] = tmpdir
+from _aspire import configure_aspire as _configure_aspire  # noqa: E402  (the script's folder is on sys.path)
 
 
 def main(argv=None):

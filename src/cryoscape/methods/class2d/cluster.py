@@ -13,7 +13,7 @@ from sklearn.mixture import GaussianMixture
 
 from ...io.errors import InputError
 from ...physics.steerable import FourierBessel, noise_variance_outside_disc, steerable_pca
-from .features import acf_features, bispectrum_features, power_spectrum_features
+from .features import acf_features, bispectrum_features, feature_matrix, power_spectrum_features
 
 __all__ = ["cluster_features", "embed"]
 
@@ -31,12 +31,7 @@ def cluster_features(features: torch.Tensor | np.ndarray, n_clusters: int, metho
     k-means++ starts by inertia). ``method="gmm"``: ``GaussianMixture(n_clusters, covariance_type,
     n_init=n_init, random_state=seed)``, labels = most probable component.
     """
-    X = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise InputError("features", f"expected (N, F), got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise InputError("features", "features contain NaN or inf")
+    X = feature_matrix(features)
     N = X.shape[0]
     if not (1 <= n_clusters <= N):
         raise InputError("n_clusters", f"must be between 1 and the number of images ({N}), got {n_clusters}")

@@ -27,7 +27,7 @@ from sklearn.neighbors import NearestNeighbors
 from ...io.errors import InputError
 from ...physics.steerable import FourierBessel, SteerablePCA, disc_mask, steerable_pca
 
-__all__ = ["power_spectrum_features", "bispectrum_features", "bispectrum_triples", "acf_features",
+__all__ = ["feature_matrix", "power_spectrum_features", "bispectrum_features", "bispectrum_triples", "acf_features",
            "autocorrelation", "nearest_neighbours"]
 
 
@@ -218,6 +218,17 @@ def acf_features(images: torch.Tensor, m_max: int = 8, bandlimit: float = 0.5,
     return torch.cat(parts, dim=1)
 
 
+def feature_matrix(features: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Features ``(N, F)`` as a float64 numpy array; :class:`InputError` when not 2-D or not finite."""
+    X = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise InputError("features", f"expected (N, F), got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise InputError("features", "features contain NaN or inf")
+    return X
+
+
 def nearest_neighbours(features: torch.Tensor | np.ndarray, k: int, metric: str = "correlation") -> np.ndarray:
     """The ``k`` nearest neighbours of every row of ``features`` ``(N, F)``, self excluded → ``(N, k)`` int64.
 
@@ -225,12 +236,7 @@ def nearest_neighbours(features: torch.Tensor | np.ndarray, k: int, metric: str 
     Euclidean, which orders pairs the same way), as used for bispectra in RIR; ``"euclidean"``: plain.
     Neighbours are ordered nearest first (scikit-learn ``NearestNeighbors``, exact search).
     """
-    X = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise InputError("features", f"expected (N, F), got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise InputError("features", "features contain NaN or inf")
+    X = feature_matrix(features)
     N = X.shape[0]
     if not (1 <= k < N):
         raise InputError("k", f"must be in [1, N − 1] = [1, {N - 1}], got {k}")
