@@ -9,11 +9,15 @@
   SNR 0.1; ``class2d`` with K = 50, 20 iterations; the share of same-class pairs whose viewing directions lie
   within 20° (mirror-aware) and its chance level; ASPIRE's RIRClass2D classes (image + its 9 neighbours) on
   the same STAR, scored the same way (reference-to-member pairs).
-- conformations: 5 AdK frames evenly spaced on the closed→open trajectory, 2,000 images all within 5° of one
-  direction, random in-plane angles and shifts, CTF; at SNR 1, 0.1, 0.03, 0.01 the Hungarian accuracy of
-  k-means on ACF features, on bispectra, and of 2D EM (K = 5) started from the bispectrum clusters.
+- conformations: 5 AdK frames evenly spaced on the closed→open trajectory (in aligned Cα RMSD from the closed
+  frame, :func:`evenly_spaced_frames`), 2,000 images all within 5° of one
+  direction, 64 px of 1.5 Å (the open state needs the larger box), random in-plane angles and shifts ≤ 3 px,
+  CTF; at SNR 1, 0.1, 0.03, 0.01 the Hungarian accuracy of
+  k-means on ACF features, on bispectra, and of 2D EM (K = 5, 15 iterations) from its random start and from
+  the bispectrum clusters.
 - neighbours: 1,000 images of 32 px at SNR 1 (random views, CTF): the share of each image's 9 nearest
-  neighbours in bispectrum space within 10° of its view, ours and ASPIRE's.
+  neighbours in bispectrum space within 10° of its view (mirror-aware), ours (phase-flipped images,
+  ``image_neighbours`` with its defaults, and ``embed``'s defaults without mirrors) and ASPIRE's.
 
 ASPIRE runs in its own venv (``.venv-peers/aspire``, ``benchmarks/peers/aspire_class2d.py``) in the same
 invocation; ``--no-peer`` skips it. Data go to ``benchmarks/out/class2d/`` (ignored). The last line printed is
@@ -51,11 +55,9 @@ def simulate(name: str, *args: str) -> Path:
 
 def load(folder: Path):
     from cryoscape.data.particles import load_particles
-    from cryoscape.io.star import read_star
     d = load_particles(folder / "particles.star")
-    table = read_star(folder / "particles.star")
-    conf = np.asarray(table.particles["_cryoscapeConformation"]) if "_cryoscapeConformation" in table.particles else None
-    return d, torch.as_tensor(d.images(slice(0, d.n if hasattr(d, "n") else len(d.ctf)))).float(), conf
+    conf = np.load(folder / "truth" / "conformation.npy")  # the simulator's ground truth
+    return d, torch.as_tensor(d.images(slice(0, len(d.ctf)))).float(), conf
 
 
 def aspire(star: Path, n_classes: int = 0) -> dict:
@@ -96,16 +98,30 @@ def part_views(peer: bool) -> dict:
     return out
 
 
+def evenly_spaced_frames(n: int = 5) -> list[int]:
+    """The AdK frames closest to ``n`` evenly spaced aligned-Cα RMSDs from the closed frame 0 to the most open
+    one (by index the last frames are only 1.2 Å apart: frames 0, 25, 50, 76, 101 are 2.6, 2.6, 2.2, 1.2 Å
+    apart)."""
+    from cryoscape.data.embedded import adk_files
+    from cryoscape.io.models import read_trajectory
+    from cryoscape.structure.align import aligned_rmsd
+    c = torch.as_tensor(np.asarray(read_trajectory(*adk_files(), "ca").coords), dtype=torch.float64)
+    progress = np.array([float(aligned_rmsd(c[i], c[0])) for i in range(len(c))])
+    targets = np.linspace(0.0, progress.max(), n)
+    return [int(np.argmin(np.abs(progress - t))) for t in targets]
+
+
 def part_conformations(peer: bool, snrs=(1.0, 0.1, 0.03, 0.01)) -> dict:
     from cryoscape.analysis.classes import hungarian_accuracy
     from cryoscape.methods.class2d.cluster import cluster_features, embed
     from cryoscape.methods.class2d.em import Class2DConfig, fit
     from cryoscape.physics.imaging import ImagingGrid
     from cryoscape.physics.transform2d import phase_flip
-    out = {}
+    frames = evenly_spaced_frames(5)
+    out = {"conf_frames": frames}
     for snr in snrs:
-        folder = simulate(f"conformations_snr{snr:g}", "--frames", "0,25,50,76,101", "--n-images", "2000",
-                          "--box", "64", "--apix", "1.2", "--snr", str(snr), "--shift-max", "3.6",
+        folder = simulate(f"conformations_rmsd_snr{snr:g}", "--frames", ",".join(map(str, frames)), "--n-images", "2000",
+                          "--box", "64", "--apix", "1.5", "--snr", str(snr), "--shift-max", "4.5",
                           "--view-cone-deg", "5", "--sampling", "balanced")
         d, images, conf = load(folder)
         flipped = phase_flip(images, d.ctf, ImagingGrid(images.shape[-1], d.apix))
@@ -118,18 +134,19 @@ def part_conformations(peer: bool, snrs=(1.0, 0.1, 0.03, 0.01)) -> dict:
         bis = cluster_features(embed(flipped, kind="bispectrum", seed=0), 5, seed=0)
         out[f"conf_{key}_bispectrum_hungarian_acc"] = hungarian_accuracy(bis, conf)
         out[f"conf_{key}_bispectrum_wall_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        res = fit(images, d.ctf, d.apix, Class2DConfig(n_classes=5, n_iterations=15, seed=0), progress=False,
-                  init_labels=bis)
-        out[f"conf_{key}_em_hungarian_acc"] = hungarian_accuracy(res.labels.numpy(), conf)
-        out[f"conf_{key}_em_wall_s"] = time.perf_counter() - t
+        for name, start in (("em", None), ("em_from_bispectrum", bis)):
+            t = time.perf_counter()
+            res = fit(images, d.ctf, d.apix, Class2DConfig(n_classes=5, n_iterations=15, seed=0), progress=False,
+                      init_labels=start)
+            out[f"conf_{key}_{name}_hungarian_acc"] = hungarian_accuracy(res.labels.numpy(), conf)
+            out[f"conf_{key}_{name}_wall_s"] = time.perf_counter() - t
         print(json.dumps({k: v for k, v in out.items() if key in k}), flush=True)
     return out
 
 
 def part_neighbours(peer: bool) -> dict:
     from cryoscape.analysis.classes import neighbours_within, pairs_within
-    from cryoscape.methods.class2d.cluster import embed
+    from cryoscape.methods.class2d.cluster import embed, image_neighbours
     from cryoscape.methods.class2d.features import nearest_neighbours
     from cryoscape.physics.imaging import ImagingGrid
     from cryoscape.physics.transform2d import phase_flip
@@ -138,10 +155,12 @@ def part_neighbours(peer: bool) -> dict:
     R = d.poses.R.numpy()
     t = time.perf_counter()
     flipped = phase_flip(images, d.ctf, ImagingGrid(images.shape[-1], d.apix))
-    nb = nearest_neighbours(embed(flipped, kind="bispectrum", seed=0), 9)
+    nb = image_neighbours(flipped, 9)
     out = {"nn_wall_s": time.perf_counter() - t,
            "nn_bispectrum_9nn_within_10deg_frac": neighbours_within(nb, R, 10.0),
            "nn_chance_within_10deg_frac": pairs_within(R, 10.0)}
+    plain = nearest_neighbours(embed(flipped, kind="bispectrum", seed=0), 9)  # embed's defaults, no mirrors
+    out["nn_bispectrum_32features_no_mirror_9nn_within_10deg_frac"] = neighbours_within(plain, R, 10.0)
     if peer:
         a = aspire(folder / "particles.star", n_classes=0)
         if a:

@@ -175,6 +175,36 @@ def test_nearest_neighbours_brute_force():
         nearest_neighbours(X, 40)
 
 
+def test_mirror_aware_neighbours_brute_force():
+    """With ``mirrored`` features each neighbour is ranked by the nearer of its two hands (brute force)."""
+    rng = np.random.default_rng(5)
+    X, Xm = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    nn = nearest_neighbours(X, 5, mirrored=Xm)
+
+    def unit(a):
+        a = a - a.mean(1, keepdims=True)
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    U, Um = unit(X), unit(Xm)
+    corr = np.maximum(U @ U.T, U @ Um.T)  # the nearer hand
+    np.fill_diagonal(corr, -np.inf)
+    assert np.array_equal(nn, np.argsort(-corr, axis=1, kind="stable")[:, :5])
+
+
+def test_image_neighbours_find_the_mirrored_copy():
+    """A set holding images and their mirror images: with mirrors each image's nearest neighbour is its own
+    mirrored copy (the same bispectrum in the other hand); without, it usually is not."""
+    from cryoscape.methods.class2d.cluster import image_neighbours
+    from cryoscape.physics.transform2d import mirror_images
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.stack([gaussians([(3 * math.cos(a), 5 * math.sin(2 * a)), (-4, 2 * math.sin(a))], D=32)
+                        for a in torch.rand(20, generator=gen).tolist()])
+    images = torch.cat([base, mirror_images(base)])
+    nb = image_neighbours(images, 1, n_features=32, n_components=30)[:, 0]
+    assert np.array_equal(nb, np.r_[np.arange(20, 40), np.arange(20)])
+
+
 @pytest.mark.parametrize("kind,method", [("acf", "kmeans"), ("power", "kmeans"), ("bispectrum", "kmeans"),
                                          ("bispectrum", "gmm")])
 def test_clustering_recovers_templates(noisy_set, kind, method):

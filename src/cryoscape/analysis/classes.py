@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..physics.transform2d import mirror_images
+
 __all__ = ["adjusted_rand", "hungarian_accuracy", "viewing_directions", "view_angles_deg", "pairs_within",
            "same_class_pairs_within", "neighbours_within", "Alignment2D", "mirror_images", "align_to_reference",
            "class_frc_vs_clean"]
@@ -206,14 +208,6 @@ class Alignment2D:
     mirror: bool
     correlation: float
     aligned: np.ndarray
-
-
-def mirror_images(images: torch.Tensor) -> torch.Tensor:
-    """Mirror ``x → −x`` about the centre pixel ``D // 2``: ``out[..., y, x] = img[..., y, (2·(D//2) − x) mod D]``
-    (``torch.flip`` on the last axis, then a one-pixel roll for even ``D`` so the centre column stays put)."""
-    D = images.shape[-1]
-    out = torch.flip(images, dims=(-1,))
-    return torch.roll(out, 1, dims=-1) if D % 2 == 0 else out
 
 
 def _peak_offset(cc: np.ndarray, i: int) -> float:

@@ -68,7 +68,7 @@ from .imaging import ImagingGrid
 from .likelihood import shell_correlation
 
 __all__ = ["rotate_images", "quarter_turn", "phase_flip", "rotated_ctf_params", "Averager2D",
-           "DEFAULT_REGULARISER"]
+           "DEFAULT_REGULARISER", "mirror_images"]
 
 DEFAULT_REGULARISER = 1e-4
 """``tau2=None`` in :class:`Averager2D`: ``1/τ² = DEFAULT_REGULARISER × mean(den over the Nyquist disc)`` of
@@ -304,3 +304,13 @@ class Averager2D:
             f = f0 + (c0 - threshold) * (f1 - f0) / (c0 - c1) if c0 != c1 else f1
             out[k] = 1.0 / f
         return out
+
+
+def mirror_images(images: torch.Tensor) -> torch.Tensor:
+    """Mirror ``x → −x`` about the centre pixel ``D // 2``: ``out[..., y, x] = img[..., y, (2·(D//2) − x) mod D]``
+    (``torch.flip`` on the last axis, then a one-pixel roll for even ``D`` so the centre column stays put).
+    The projection along the opposite viewing direction is the mirror image of a view."""
+    D = images.shape[-1]
+    out = torch.flip(images, dims=(-1,))
+    return torch.roll(out, 1, dims=-1) if D % 2 == 0 else out
+

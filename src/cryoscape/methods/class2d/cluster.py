@@ -13,9 +13,9 @@ from sklearn.mixture import GaussianMixture
 
 from ...io.errors import InputError
 from ...physics.steerable import FourierBessel, noise_variance_outside_disc, steerable_pca
-from .features import acf_features, bispectrum_features, feature_matrix, power_spectrum_features
+from .features import acf_features, bispectrum_features, feature_matrix, nearest_neighbours, power_spectrum_features
 
-__all__ = ["cluster_features", "embed"]
+__all__ = ["cluster_features", "embed", "image_neighbours"]
 
 
 def cluster_features(features: torch.Tensor | np.ndarray, n_clusters: int, method: str = "kmeans",
@@ -82,3 +82,21 @@ def embed(images: torch.Tensor, kind: str = "acf", *, n_features: int = 32, nois
     if kind == "power":
         return power_spectrum_features(spca.wiener(), spca, cross=True)
     return bispectrum_features(spca.wiener(), spca, n_features=n_features, seed=seed)
+
+
+def image_neighbours(images: torch.Tensor, k: int, kind: str = "bispectrum", mirror: bool = True, seed: int = 0,
+                     n_features: int = 200, n_components: int = 120, **embed_options) -> np.ndarray:
+    """The ``k`` nearest neighbours ``(N, k)`` of each image in rotation-invariant features (:func:`embed`);
+    with ``mirror`` the mirrored images are embedded alongside and a neighbour counts in either hand
+    (:func:`~cryoscape.methods.class2d.features.nearest_neighbours` ``mirrored=``).
+
+    Defaults measured on 1,000 phase-flipped AdK images of 32 px at SNR 1 (share of the 9 neighbours within
+    10° of the view, ``benchmarks/class2d_vs_aspire.py --part neighbours``): bispectrum with 32 features
+    and 40 sPCA components 0.20 (0.26 with mirrors), 128 / 80: 0.26 (0.34), 200 / 120: 0.26 (0.35)."""
+    from ...physics.transform2d import mirror_images
+
+    N = images.shape[0]
+    both = embed(torch.cat([images, mirror_images(images)]) if mirror else images, kind=kind, seed=seed,
+                 n_features=n_features, n_components=n_components, **embed_options)
+    return nearest_neighbours(both[:N], k, mirrored=both[N:] if mirror else None)
+

@@ -229,26 +229,34 @@ def feature_matrix(features: torch.Tensor | np.ndarray) -> np.ndarray:
     return X
 
 
-def nearest_neighbours(features: torch.Tensor | np.ndarray, k: int, metric: str = "correlation") -> np.ndarray:
+def nearest_neighbours(features: torch.Tensor | np.ndarray, k: int, metric: str = "correlation",
+                       mirrored: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
     """The ``k`` nearest neighbours of every row of ``features`` ``(N, F)``, self excluded → ``(N, k)`` int64.
 
     ``metric="correlation"``: distance ``1 − corr(f_i, f_j)`` (rows centred and scaled to unit norm, then
     Euclidean, which orders pairs the same way), as used for bispectra in RIR; ``"euclidean"``: plain.
-    Neighbours are ordered nearest first (scikit-learn ``NearestNeighbors``, exact search).
+    ``mirrored``: the features ``(N, F)`` of the mirrored images in the same embedding; image ``j`` is then a
+    candidate in both hands and counts at the nearer one (a view and its opposite project to mirror images,
+    RIR's reflection check), each neighbour once. Neighbours are ordered nearest first (scikit-learn
+    ``NearestNeighbors``, exact search).
     """
     X = feature_matrix(features)
     N = X.shape[0]
     if not (1 <= k < N):
         raise InputError("k", f"must be in [1, N − 1] = [1, {N - 1}], got {k}")
-    if metric == "correlation":
-        X = X - X.mean(axis=1, keepdims=True)
-        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
-    elif metric != "euclidean":
+    if metric not in ("correlation", "euclidean"):
         raise InputError("metric", f"must be 'correlation' or 'euclidean', got {metric!r}")
-    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(X)
-    _, idx = nn.kneighbors(X)
+    pool = X if mirrored is None else np.concatenate([X, feature_matrix(mirrored)])
+    if pool.shape != (N * (1 if mirrored is None else 2), X.shape[1]):
+        raise InputError("mirrored", f"need the same shape as the features {X.shape}")
+    if metric == "correlation":
+        pool = pool - pool.mean(axis=1, keepdims=True)
+        pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-300)
+    hands = pool.shape[0] // N
+    n_query = min(pool.shape[0], hands * (k + 1))
+    _, idx = NearestNeighbors(n_neighbors=n_query, algorithm="brute").fit(pool).kneighbors(pool[:N])
     out = np.empty((N, k), dtype=np.int64)
     for i in range(N):
-        row = idx[i][idx[i] != i]
+        row = [j for j in dict.fromkeys((idx[i] % N).tolist()) if j != i]
         out[i] = row[:k]
     return out
