@@ -29,6 +29,8 @@ def class2d_cmd(
     tau_fudge: float = typer.Option(2.0, "--tau-fudge", help="Regularisation: multiplies the signal prior "
                                     "(RELION's T)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per E-step batch (bounds memory)."),
+    starts: int = typer.Option(1, "--starts", help="Independent EM runs (seeds seed, seed+1, …); the one with the "
+                               "highest log-likelihood is kept (4 gave 0.90–1.0 on 5 close conformations)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, data and threads → same result)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (a GPU when torch sees one)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
@@ -45,7 +47,8 @@ def class2d_cmd(
 
     cfg = Class2DConfig(n_classes=classes, n_iterations=iterations, shift_range_px=shift_range,
                         shift_step_px=shift_step, mask_diameter_px=mask_diameter, tau_fudge=tau_fudge,
-                        batch_size=batch_size, mini_batch=mini_batch, init=init, seed=seed, device=device)
+                        batch_size=batch_size, mini_batch=mini_batch, init=init, n_starts=starts, seed=seed,
+                        device=device)
     summary = class2d_run(particles, out, cfg=cfg, datadir=datadir, overwrite=overwrite, threads=threads,
                           progress=not no_progress, echo=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(summary["metrics"]))

@@ -25,6 +25,8 @@ def cluster2d_cmd(
     phase_flip: bool = typer.Option(True, "--phase-flip/--no-phase-flip", help="Flip phases by the CTF's sign "
                                     "before computing the features."),
     shift_range: float = typer.Option(3.0, "--shift-range", help="Refinement: largest offset searched, px."),
+    starts: int = typer.Option(1, "--starts", help="Independent EM runs (seeds seed, seed+1, …); the one with the "
+                               "highest log-likelihood is kept (4 gave 0.90–1.0 on 5 close conformations)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="Refinement device: cpu, cuda, cuda:N or auto."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
@@ -39,7 +41,7 @@ def cluster2d_cmd(
     from ..methods.class2d.em import Class2DConfig
     from ..runs.cluster2d import cluster2d_run
 
-    cfg = Class2DConfig(shift_range_px=shift_range, device=device)
+    cfg = Class2DConfig(shift_range_px=shift_range, n_starts=starts, device=device)
     summary = cluster2d_run(particles, out, n_clusters=clusters, features=features, method=method,
                             refine_iterations=refine_iterations, phase_flip=phase_flip, n_features=n_features,
                             seed=seed, refine_cfg=cfg, datadir=datadir, overwrite=overwrite, threads=threads,
