@@ -75,6 +75,32 @@ def aspire(star: Path, n_classes: int = 0) -> dict:
     return info
 
 
+def class_resolutions_vs_clean(folder: Path, res, R: np.ndarray, apix: float) -> np.ndarray:
+    """Per class, the FRC-0.5 resolution (Å) of its average against the clean projection (no CTF) of its
+    dominant view: the member pose whose viewing direction is closest, mirror-aware, to most of the others
+    (the medoid), aligned by :func:`cryoscape.analysis.classes.class_frc_vs_clean`."""
+    from cryoscape.analysis.classes import class_frc_vs_clean, viewing_directions
+    from cryoscape.data.simulate import AtomSource
+    from cryoscape.geometry.poses import Poses
+    from cryoscape.io.models import read_model
+    from cryoscape.physics.imaging import ImagingGrid, forward_images
+    model = read_model(folder / "truth" / "models.pdb")
+    atoms = AtomSource(np.asarray(model.coords), sigma=3.0).projector()
+    dirs = viewing_directions(R)
+    D = res.averages.shape[-1]
+    out = []
+    for k in range(res.averages.shape[0]):
+        members = np.nonzero(res.labels.numpy() == k)[0]
+        if len(members) == 0:
+            continue
+        cos = np.abs(dirs[members] @ dirs[members].T)
+        medoid = members[int(np.argmax(cos.sum(1)))]
+        clean = forward_images(atoms, Poses(torch.as_tensor(R[medoid:medoid + 1], dtype=torch.float32),
+                                            torch.zeros(1, 2)), ImagingGrid(D, apix))[0]
+        out.append(class_frc_vs_clean(res.averages[k], clean, apix)[1])
+    return np.asarray(out)
+
+
 def part_views(peer: bool) -> dict:
     from cryoscape.analysis.classes import neighbours_within, pairs_within, same_class_pairs_within
     from cryoscape.methods.class2d.em import Class2DConfig, fit
@@ -85,7 +111,10 @@ def part_views(peer: bool) -> dict:
     t = time.perf_counter()
     res = fit(images, d.ctf, d.apix, Class2DConfig(n_classes=50, n_iterations=20, seed=0), progress=True)
     wall = time.perf_counter() - t
+    frc_res = class_resolutions_vs_clean(folder, res, R, d.apix)
     out = {"views_n_images": images.shape[0], "views_class2d_wall_s": wall,
+           "views_class2d_median_class_frc05_vs_clean_A": float(np.median(frc_res)),
+           "views_class2d_best_class_frc05_vs_clean_A": float(np.min(frc_res)),
            "views_class2d_same_class_pairs_within_20deg_frac": same_class_pairs_within(res.labels.numpy(), R, 20.0),
            "views_chance_pairs_within_20deg_frac": pairs_within(R, 20.0),
            "views_class2d_n_nonempty_classes": int((res.counts > 0).sum())}
