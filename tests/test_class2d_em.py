@@ -170,6 +170,16 @@ def test_em_recovers_known_templates_from_rotated_shifted_noisy_copies(atoms):
         assert float(err.abs().median()) < math.radians(6)
 
 
+def test_stochastic_mode_uses_subsets_then_assigns_every_image(atoms):
+    """Mini-batches of 60 of the 180 images for the first iterations, then full passes: every image gets an
+    assignment and the templates are still found (ARI ≥ 0.9)."""
+    images, ctf, labels, _, _ = _templates_and_copies(atoms, 60, snr=1.0)
+    res = fit(images, ctf, APIX, Class2DConfig(n_classes=3, n_iterations=10, mini_batch=60, full_passes=3,
+                                               shift_range_px=2.0, seed=0), progress=False)
+    assert res.labels.shape == (180,) and int(res.counts.sum()) == 180
+    assert adjusted_rand_score(labels.numpy(), res.labels.numpy()) >= 0.9
+
+
 def test_resume_gives_the_uninterrupted_result(atoms, tmp_path, monkeypatch):
     """Interrupted after iteration 2 of 3 (an exception in the third), the same call resumes from the
     checkpoint and ends with the uninterrupted run's classes and assignments, bit for bit."""

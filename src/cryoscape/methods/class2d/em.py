@@ -489,11 +489,13 @@ def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, d
     out = {"order": order, "labels": torch.empty_like(labels), "psi": torch.empty_like(psi),
            "shift_px": torch.empty_like(shift_px), "max_prob": torch.empty_like(max_prob),
            "class_prob": torch.empty_like(class_prob)}
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(n)
+    full = n == images.shape[0]
+    if full:
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(n)
     for key, v in (("labels", labels), ("psi", psi), ("shift_px", shift_px), ("max_prob", max_prob),
                    ("class_prob", class_prob)):
-        out[key] = v[inv] if n == images.shape[0] else v
+        out[key] = v[inv] if full else v
     summary = {"loglik_per_image": loglik_sum / max(n, 1), "temperature": temperature}
     if not update:
         out["state"], out["summary"] = state, summary
