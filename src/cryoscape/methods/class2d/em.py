@@ -158,10 +158,6 @@ class _Accumulator:
         self.n = 0
 
 
-def _masked(images, mask):
-    return images * mask
-
-
 def _grid_for(cache: dict, D: int, r_max: int, apix: float, device) -> PolarGrid:
     if r_max not in cache:
         cache[r_max] = PolarGrid(D, r_max, apix=apix, device=device)
@@ -288,7 +284,7 @@ def _random_start(images, ctf, grid, cfg, noise_var, gen, mask, device):
     acc = _Accumulator(K, grid, device)
     for start in range(0, N, cfg.batch_size):
         idx = torch.arange(start, min(N, start + cfg.batch_size))
-        batch = _masked(images[idx].to(device, grid.dtype), mask)
+        batch = images[idx].to(device, grid.dtype) * mask
         _, _, _, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx),
                                     noise_var[: grid.r_max + 1], torch.zeros(len(idx), 2), torch.zeros(1, 2))
         gamma = torch.zeros(len(idx), K, L, dtype=grid.dtype, device=device)
@@ -311,7 +307,7 @@ def _initial_noise(images, mask, device, batch_size) -> torch.Tensor:
     keep = ring <= D // 2
     tot = torch.zeros(D // 2 + 1, dtype=torch.float64, device=device)
     for start in range(0, images.shape[0], batch_size):
-        F = torch.fft.rfft2(_masked(images[start:start + batch_size].to(device, torch.float32), mask))
+        F = torch.fft.rfft2(images[start:start + batch_size].to(device, torch.float32) * mask)
         p = (F.abs() ** 2).sum(0).reshape(-1).to(torch.float64)
         tot += torch.bincount(ring[keep], p[keep], minlength=D // 2 + 1)
     count = torch.bincount(ring[keep], minlength=D // 2 + 1).to(torch.float64)
@@ -466,7 +462,7 @@ def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, d
         idx = order[start:start + cfg.batch_size]
         B = len(idx)
         centres, steps = _shifts_for(idx, state, cfg, local)
-        batch = _masked(images[idx].to(device, grid.dtype), mask)
+        batch = images[idx].to(device, grid.dtype) * mask
         X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, centres, steps)
         logp = inplane_loglik(Y, A, C, P, grid) / temperature + log_prior[:, None]  # (B, S, K, L)
         lse = torch.logsumexp(logp.reshape(B, -1), dim=-1)
