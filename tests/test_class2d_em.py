@@ -205,6 +205,19 @@ def test_resume_gives_the_uninterrupted_result(atoms, tmp_path, monkeypatch):
     resumed = fit(images, ctf, APIX, cfg, checkpoint=ck, progress=False)
     assert torch.equal(resumed.averages, full.averages)
     assert torch.equal(resumed.labels, full.labels) and torch.equal(resumed.psi, full.psi)
+    # killed after the last checkpoint but before the caller wrote its files: the same call returns the same
+    again = fit(images, ctf, APIX, cfg, checkpoint=ck, progress=False)
+    assert torch.equal(again.labels, full.labels) and torch.equal(again.psi, full.psi)
+    assert torch.equal(again.shift_A, full.shift_A) and torch.equal(again.max_prob, full.max_prob)
+
+
+def test_shifts_stay_within_the_range(atoms):
+    """The local search never leaves the disc of shift_range_px (with range 0 every shift is 0)."""
+    images, ctf, *_ = _templates_and_copies(atoms, 10, snr=1.0)
+    for rng in (0.0, 1.0):
+        res = fit(images, ctf, APIX, Class2DConfig(n_classes=2, n_iterations=4, shift_range_px=rng,
+                                                   global_shift_iterations=1, seed=0), progress=False)
+        assert float((res.shift_A / APIX).norm(dim=-1).max()) <= rng + 1e-9
 
 
 def test_bad_input_is_one_input_error(atoms):

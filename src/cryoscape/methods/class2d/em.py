@@ -95,6 +95,7 @@ class Class2DConfig:
             (self.anneal_start >= 1, "--anneal-start", f"must be ≥ 1, got {self.anneal_start}"),
             (self.anneal_iterations >= 0, "--anneal-iterations", f"must be ≥ 0, got {self.anneal_iterations}"),
             (self.n_starts >= 1, "--starts", f"must be ≥ 1, got {self.n_starts}"),
+            (self.init_iterations >= 1, "--init-iterations", f"must be ≥ 1, got {self.init_iterations}"),
             (self.init in ("random", "features"), "--init", f"must be random or features, got {self.init!r}"),
             (self.batch_size >= 1, "--batch-size", f"must be ≥ 1, got {self.batch_size}"),
             (self.mini_batch is None or self.mini_batch >= self.n_classes, "--mini-batch",
@@ -377,13 +378,14 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
     grids: dict = {}
     signature = {"config": asdict(cfg), "n_images": N, "D": D, "apix": float(apix)}
 
-    state, start_it, history = None, 1, []
+    state, start_it, history, last = None, 1, [], None
     if checkpoint is not None and Path(checkpoint).exists():
         saved = load_checkpoint(checkpoint, signature)
         m = saved["model"]
         state = _State(m["classes"].to(device), m["noise_var"].to(device), m["priors"].to(device), m["r_max"],
                        m["offsets"])
         start_it, history = saved["epoch"] + 1, saved["history"]
+        last = m["assignments"]  # the assignments of the last E-step done
         gen.set_state(saved["gen"])
     if state is None:
         grid = _grid_for(grids, D, r_start, apix, device)
@@ -400,7 +402,6 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
         state = _State(classes, noise, torch.full((K,), 1.0 / K, dtype=torch.float64, device=device), r_start,
                        torch.zeros(N, 2, dtype=torch.float64))
 
-    last = None
     with progress_bar(cfg.n_iterations, "2D classification", enabled=progress) as bar:
         bar.advance(start_it - 1)
         for it in range(start_it, cfg.n_iterations + 1):
@@ -413,12 +414,13 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
             state = last["state"]
             if checkpoint is not None:
                 model = {"classes": state.classes.cpu(), "noise_var": state.noise_var.cpu(),
-                         "priors": state.priors.cpu(), "r_max": state.r_max, "offsets": state.offsets}
+                         "priors": state.priors.cpu(), "r_max": state.r_max, "offsets": state.offsets,
+                         "assignments": {k: v for k, v in last.items() if k not in ("state", "summary")}}
                 with atomic_path(checkpoint) as tmp:
                     torch.save({"signature": signature, "epoch": it, "model": model, "gen": gen.get_state(),
                                 "history": history}, tmp)
             bar.advance(1)
-    if last is None or last["order"].numel() < N:  # resumed at the end, or a last stochastic pass
+    if last is None or last["order"].numel() < N:  # no full E-step yet (a last stochastic pass)
         last = _iterate(images, ctf, torch.arange(N), state, grids, cfg, cfg.n_iterations > cfg.global_shift_iterations,
                         mask, apix, device, gen, update=False)
     a = last
@@ -430,7 +432,8 @@ def fit(images: torch.Tensor, ctf: CTFParams | None, apix: float, cfg: Class2DCo
 
 def _shifts_for(idx, state: _State, cfg: Class2DConfig, local: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The shifts (px) tried per image as ``centres (B, 2)`` + ``steps (S, 2)``: the whole grid around 0, or
-    the 3 × 3 steps around the image's last most probable shift (kept within the range)."""
+    the 3 × 3 steps around the image's last most probable shift (the centre kept within the range; steps that
+    leave the range are given zero probability by the caller)."""
     if not local:
         return torch.zeros(len(idx), 2, dtype=torch.float64), shift_grid(cfg.shift_range_px, cfg.shift_step_px)
     step = cfg.shift_step_px
@@ -465,6 +468,9 @@ def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, d
         batch = images[idx].to(device, grid.dtype) * mask
         X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, centres, steps)
         logp = inplane_loglik(Y, A, C, P, grid) / temperature + log_prior[:, None]  # (B, S, K, L)
+        outside = (centres[:, None] + steps[None]).norm(dim=-1) > cfg.shift_range_px + 1e-9  # (B, S)
+        if bool(outside.any()):
+            logp = logp.masked_fill(outside.to(logp.device)[:, :, None, None], float("-inf"))
         lse = torch.logsumexp(logp.reshape(B, -1), dim=-1)
         gamma = torch.exp(logp - lse[:, None, None, None])
         del logp
