@@ -143,8 +143,9 @@ def cluster2d_run(particles: str | Path, out: str | Path, *, n_clusters: int, fe
         np.save(run.file("embedding_pca.npy"), pcs.astype(np.float32))
         latent_scatter(run.file("embedding.png"), pcs, clusters=labels_f, xlabel="PC1 of the features (sd units)",
                        ylabel="PC2 (PC1 sd units)", title=f"{features} features, {method}, K = {n_clusters}")
+        explained = float(100 * np.nan_to_num(pca.explained_variance_ratio_).sum())  # NaN for one image
         run.metrics.update({"n_clusters": n_clusters, "n_particles": N, "n_features": int(feats.shape[1]),
-                            "pca_explained_variance_pct": float(100 * pca.explained_variance_ratio_.sum())})
+                            "pca_explained_variance_pct": explained})
         run.metrics.update(_truth_metrics(table, labels_f, "_features" if refine_iterations > 0 else ""))
         labels = labels_f
         if refine_iterations > 0:
