@@ -137,6 +137,30 @@ class PolarGrid:
         Gh = torch.fft.rfft(G, dim=-1).permute(2, 1, 0).contiguous()  # (M, K, N): bmm's fast layout
         return torch.bmm(Gh, Z.to(Gh.dtype))
 
+    # ---- the 2-D forward model on the polar grid: x = h · ramp(s) · rotate(c, ψ_t) ------------------------
+    def inplane_model(self, c: torch.Tensor, h: torch.Tensor, ramp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(N, R, L)`` predicted samples ``h · ramp · c(r, l + t)`` of classes ``c (N, R, L)`` rotated by
+        ``ψ = 2πt/L``, shifted (``ramp`` from :meth:`phase_ramp`) and CTF-filtered (``h`` from :meth:`ctf`)."""
+        return h * ramp * self.roll(c, t)
+
+    def inplane_terms(self, images: torch.Tensor, ctf: CTFParams | None, noise_var: torch.Tensor,
+                      centres_px: torch.Tensor, steps_px: torch.Tensor):
+        """What :func:`cryoscape.physics.likelihood.inplane_loglik` needs for a batch of ``B`` images tried at
+        the shifts ``centres_px (B, 2) + steps_px (S, 2)`` (px): polar samples ``X (B, R, L)``, CTF ``h``
+        (ones without a CTF), the ramps ``(B, S, R, L)`` of the shifts, and the spectra ``(M, B·S, R)`` of
+        ``x h ramp̄_s / σ²`` and ``(M, B, R)`` of ``h² / σ²`` (``noise_var (R,)``). ``ramp(c + d) = ramp(c)·ramp(d)``:
+        one ramp per image and one per step."""
+        X = self.transform(images)
+        B, S = centres_px.shape[0], steps_px.shape[0]
+        h = self.ctf(ctf) if ctf is not None else torch.ones(X.shape, dtype=self.dtype, device=X.device)
+        inv = (1.0 / noise_var).to(self.dtype)[:, None]
+        per_image, per_step = self.phase_ramp(centres_px), self.phase_ramp(steps_px)
+        ramps = per_image[:, None] * per_step[None]  # (B, S, R, L)
+        ys = (X * h * inv * per_image.conj())[:, None] * per_step.conj()[None]
+        Y = self.spectrum_major(ys.reshape(B * S, *X.shape[1:]))
+        A = self.spectrum_major((h * h * inv).to(X.dtype))
+        return X, h, ramps, Y, A
+
     # ---- diagonal operators ---------------------------------------------------------------------------------
     def phase_ramp(self, shift_px: torch.Tensor) -> torch.Tensor:
         """``(S, 2)`` shifts ``(x, y)`` in pixels → ``(S, R, L)`` ``exp(−2πi k·s / D)``: multiplying ``X`` by it

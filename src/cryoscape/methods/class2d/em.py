@@ -165,22 +165,6 @@ def _grid_for(cache: dict, D: int, r_max: int, apix: float, device) -> PolarGrid
     return cache[r_max]
 
 
-def _data_terms(grid, images, ctf, noise_var, centres_px, steps_px):
-    """Per batch of ``B`` images: polar samples ``X (B, R, L)``, CTF ``h``, the ramps ``(B, S, R, L)`` of the
-    shifts tried (``centres_px (B, 2)`` plus ``steps_px (S, 2)``), and the spectra ``(M, B·S, R)`` of
-    ``x h ramp̄_s / σ²`` and ``(M, B, R)`` of ``h² / σ²``. ``ramp(c + d) = ramp(c) · ramp(d)``: one ramp per
-    image and one per step."""
-    X = grid.transform(images)  # (B, R, L)
-    B, S = centres_px.shape[0], steps_px.shape[0]
-    h = grid.ctf(ctf) if ctf is not None else torch.ones(X.shape, dtype=grid.dtype, device=X.device)
-    inv = (1.0 / noise_var).to(grid.dtype)[:, None]
-    ramps = grid.phase_ramp(centres_px)[:, None] * grid.phase_ramp(steps_px)[None]  # (B, S, R, L)
-    ys = (X * h * inv * grid.phase_ramp(centres_px).conj())[:, None] * grid.phase_ramp(steps_px).conj()[None]
-    Y = grid.spectrum_major(ys.reshape(B * S, *X.shape[1:]))  # (M, B·S, R)
-    A = grid.spectrum_major((h * h * inv).to(X.dtype))  # (M, B, R)
-    return X, h, ramps, Y, A
-
-
 def _class_spectra(grid, classes):
     c = grid.transform(classes)  # (K, R, L)
     return c, grid.spectrum_major(c), grid.spectrum_major((c.abs() ** 2).to(c.dtype))
@@ -196,7 +180,7 @@ def _accumulate(acc: _Accumulator, grid, gamma, X, h, ramps, c, Y, A):
     best = gamma.reshape(B, -1).argmax(-1)
     s, k, t = best // (K * L), (best // L) % K, best % L
     b = torch.arange(B, device=X.device)
-    model = h * ramps[b, s] * grid.roll(c[k], t)
+    model = grid.inplane_model(c[k], h, ramps[b, s], t)
     acc.resid += ((X - model).abs() ** 2).mean(-1).sum(0).to(torch.float64)
     acc.n += B
 
@@ -286,7 +270,7 @@ def _random_start(images, ctf, grid, cfg, noise_var, gen, mask, device):
     for start in range(0, N, cfg.batch_size):
         idx = torch.arange(start, min(N, start + cfg.batch_size))
         batch = images[idx].to(device, grid.dtype) * mask
-        _, _, _, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx),
+        _, _, _, Y, A = grid.inplane_terms(batch, None if ctf is None else ctf.subset(idx),
                                     noise_var[: grid.r_max + 1], torch.zeros(len(idx), 2), torch.zeros(1, 2))
         gamma = torch.zeros(len(idx), K, L, dtype=grid.dtype, device=device)
         gamma[torch.arange(len(idx), device=device), labels[idx].to(device), rots[idx].to(device)] = 1
@@ -466,7 +450,7 @@ def _iterate(images, ctf, order, state: _State, grids, cfg, local, mask, apix, d
         B = len(idx)
         centres, steps = _shifts_for(idx, state, cfg, local)
         batch = images[idx].to(device, grid.dtype) * mask
-        X, h, ramps, Y, A = _data_terms(grid, batch, None if ctf is None else ctf.subset(idx), noise, centres, steps)
+        X, h, ramps, Y, A = grid.inplane_terms(batch, None if ctf is None else ctf.subset(idx), noise, centres, steps)
         logp = inplane_loglik(Y, A, C, P, grid) / temperature + log_prior[:, None]  # (B, S, K, L)
         outside = (centres[:, None] + steps[None]).norm(dim=-1) > cfg.shift_range_px + 1e-9  # (B, S)
         if bool(outside.any()):
