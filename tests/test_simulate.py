@@ -285,3 +285,23 @@ def test_device_option(tmp_path, capsys):
         a, b = (np.asarray(read_stack(tmp_path / d / "particles.mrcs")[0], np.float64) for d in ("cpu", "cuda"))
         assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-5
         assert "device: cuda" in (tmp_path / "cuda" / "config.yaml").read_text()
+
+
+def test_defocus_groups_and_ctf_free_truth(tmp_path, small_adk):
+    """--defocus-groups K gives K evenly spaced defoci (bin centres); truth/clean_noctf.mrcs times the CTF of
+    each particle is truth/clean.mrcs (ctf_pad 1: the CTF is a product on the box's own transform)."""
+    from cryoscape.physics.imaging import ImagingGrid
+
+    out, _ = _sim(tmp_path, "groups", small_adk, n_images=40, defocus_groups=3, astigmatism_um=0.0,
+                  defocus_min_um=1.0, defocus_max_um=2.5)
+    table = read_star(out / "particles.star")
+    df = np.unique(np.round(table.particles["rlnDefocusU"].to_numpy(), 3))
+    assert np.allclose(df, [12500.0, 17500.0, 22500.0])  # centres of [1, 1.5), [1.5, 2), [2, 2.5] µm
+    clean, apix = read_stack(out / "truth" / "clean.mrcs")
+    noctf, _ = read_stack(out / "truth" / "clean_noctf.mrcs")
+    grid = ImagingGrid(64, apix, dtype=torch.float64)
+    ctf = table_ctf(table)
+    again = grid.to_images(grid.transform(torch.as_tensor(np.asarray(noctf), dtype=torch.float64)) * grid.ctf(ctf))
+    clean = np.asarray(clean, np.float64)
+    assert np.abs(again.numpy() - clean).max() < 1e-4 * np.abs(clean).max()
+    assert np.abs(np.asarray(noctf) - clean).max() > 0.1 * np.abs(clean).max()  # the CTF did something

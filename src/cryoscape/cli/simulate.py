@@ -47,6 +47,8 @@ def simulate(
                                    "faster; error ~3e-4 at σ = 1.5 px) or auto (splat when σ ≥ 1.5 px)."),
     defocus_min: float = typer.Option(1.0, "--defocus-min", help="Minimum defocus, µm."),
     defocus_max: float = typer.Option(2.5, "--defocus-max", help="Maximum defocus, µm."),
+    defocus_groups: int = typer.Option(0, "--defocus-groups", help="0: continuous defocus; K: K values evenly "
+                                       "spaced between min and max (defocus groups, as in CWF benchmarks)."),
     astigmatism: float = typer.Option(0.0, "--astigmatism", help="ΔfU − ΔfV, µm (random azimuth)."),
     voltage: float = typer.Option(300.0, "--voltage", help="Acceleration voltage, kV."),
     cs: float = typer.Option(2.7, "--cs", help="Spherical aberration, mm."),
@@ -63,7 +65,8 @@ def simulate(
     no_ctf: bool = typer.Option(False, "--no-ctf", help="Do not apply the CTF."),
     ctf_pad: int = typer.Option(1, "--ctf-pad", help="Apply the CTF on a canvas this many times the box and cut "
                                                      "the box out (2: no wrap-around of delocalised signal)."),
-    save_clean: bool = typer.Option(False, "--save-clean", help="Also write noiseless images to truth/."),
+    save_clean: bool = typer.Option(False, "--save-clean", help="Also write noiseless images to truth/ "
+                                    "(clean.mrcs with the CTF; clean_noctf.mrcs without)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder if it exists."),
     device: str = typer.Option("cpu", "--device", help="Where images are formed: cpu (the same bytes on every "
                                "machine), cuda, cuda:N or auto (a GPU when torch sees one; last bits differ)."),
@@ -77,7 +80,8 @@ def simulate(
 
     cfg = SimulationConfig(
         n_images=n_images, box=box, apix=apix, snr=snr, sigma=sigma,
-        defocus_min_um=defocus_min, defocus_max_um=defocus_max, astigmatism_um=astigmatism,
+        defocus_min_um=defocus_min, defocus_max_um=defocus_max, defocus_groups=defocus_groups,
+        astigmatism_um=astigmatism,
         voltage_kv=voltage, cs_mm=cs, amp_contrast=amp_contrast, bfactor=bfactor,
         phase_shift_deg=phase_shift_deg, shift_max_A=shift_max, view_cone_deg=view_cone_deg, sampling=sampling, seed=seed, chunk=chunk,
         ctf=not no_ctf, ctf_pad=ctf_pad, save_clean=save_clean)

@@ -6,7 +6,7 @@ inputs, writes the folder and resumes an interrupted run. The folder holds:
 - ``particles.mrcs`` (noisy images) and ``particles.star`` (RELION 3.1, plus ``_cryoscapeConformation``);
 - ``truth/``: ``conformation.npy``, ``frame_ids.npy``, ``rotations.npy``, ``offsets_A.npy``, cryoDRGN
   ``poses.pkl`` and (with a CTF) ``ctf.pkl``, ``models.pdb`` (atoms) or ``volume.mrc`` (map), and with
-  ``save_clean`` the noiseless ``clean.mrcs``;
+  ``save_clean`` the noiseless ``clean.mrcs`` (and, with a CTF, the CTF-free ``clean_noctf.mrcs``);
 - ``previews/stages.png`` and ``previews/ctf.png``;
 - ``config.yaml``, ``versions.txt``, ``run.log`` and ``metrics.json`` (:mod:`cryoscape.runs.folder`).
 
@@ -104,7 +104,7 @@ class _Checkpoint:
     def __init__(self, folder: Path, fingerprint: str):
         self.path = folder / self.NAME
         self.state = {"fingerprint": fingerprint, "sigma": None, "chunks_done": 0, "stack_stats": None,
-                      "clean_stats": None, "rv_clean": None, "rv_noise": None}
+                      "clean_stats": None, "noctf_stats": None, "rv_clean": None, "rv_noise": None}
 
     @classmethod
     def load(cls, folder: Path, fingerprint: str) -> "_Checkpoint | None":
@@ -217,6 +217,10 @@ def _write_images(folder: Path, plan: SimulationPlan, source, cfg: SimulationCon
     stacks = [StackFile(folder / "particles.mrcs", n, D, apix, create=fresh, stats=st["stack_stats"])]
     if cfg.save_clean:
         stacks.append(StackFile(folder / "truth" / "clean.mrcs", n, D, apix, create=fresh, stats=st["clean_stats"]))
+    noctf = cfg.save_clean and cfg.ctf
+    if noctf:
+        stacks.append(StackFile(folder / "truth" / "clean_noctf.mrcs", n, D, apix, create=fresh,
+                                stats=st.get("noctf_stats")))
     try:
         with progress_bar(n, "simulating", show_progress) as bar:
             bar.advance(min(n, st["chunks_done"] * cfg.chunk))
@@ -227,10 +231,13 @@ def _write_images(folder: Path, plan: SimulationPlan, source, cfg: SimulationCon
                 stacks[0].write_at(sl.start, img.numpy())
                 if cfg.save_clean:
                     stacks[1].write_at(sl.start, clean.numpy())
+                if noctf:
+                    stacks[2].write_at(sl.start, render_images(plan, source, sl, apply_ctf=False, device=device).numpy())
                 for s_ in stacks:
                     s_.flush()
                 st.update(chunks_done=ci + 1, stack_stats=stacks[0].stats, rv_clean=_rv_state(rv_clean),
-                          rv_noise=_rv_state(rv_noise), clean_stats=stacks[1].stats if cfg.save_clean else None)
+                          rv_noise=_rv_state(rv_noise), clean_stats=stacks[1].stats if cfg.save_clean else None,
+                          noctf_stats=stacks[2].stats if noctf else None)
                 ck.save()
                 bar.advance(sl.stop - sl.start)
     except BaseException:

@@ -24,6 +24,9 @@ class SimulationConfig:
         snr: signal-to-noise ratio (variance ratio); ``inf`` writes noiseless images.
         sigma: Gaussian atom width in Å (atomic models only).
         defocus_min_um, defocus_max_um: defocus drawn uniformly in this range (µm, underfocus > 0).
+        defocus_groups: 0 (default) for a continuous defocus; K ≥ 1 for K values evenly spaced from min to
+            max (the centres of K equal bins), each particle taking the one of the bin its uniform draw falls
+            in — the "defocus groups" of denoising benchmarks (CWF).
         astigmatism_um: ``ΔfU − ΔfV`` (µm); the azimuth is uniform in [0°, 180°).
         voltage_kv, cs_mm, amp_contrast, bfactor, phase_shift_deg: microscope and CTF envelope.
         shift_max_A: particle offsets drawn uniformly in a disc of this radius (Å).
@@ -36,7 +39,9 @@ class SimulationConfig:
         seed: random seed. chunk: images per rendered chunk. ctf: apply the CTF.
         ctf_pad: apply the CTF on a canvas this many times the box, then cut the box out (2: delocalised
             signal leaves the box as in a micrograph; 1: circular, fastest).
-        save_clean: also write the noiseless images to ``truth/clean.mrcs``.
+        save_clean: also write the noiseless images to ``truth/clean.mrcs`` (with the CTF, as in the data)
+            and, with a CTF, the CTF-free projections to ``truth/clean_noctf.mrcs`` (the target of denoisers
+            that remove the CTF).
     """
 
     n_images: int = 1000
@@ -46,6 +51,7 @@ class SimulationConfig:
     sigma: float = 3.0
     defocus_min_um: float = 1.0
     defocus_max_um: float = 2.5
+    defocus_groups: int = 0
     astigmatism_um: float = 0.0
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
@@ -81,6 +87,7 @@ class SimulationConfig:
             (self.sigma > 0, "--sigma", f"must be > 0, got {self.sigma}"),
             (0 <= self.defocus_min_um <= self.defocus_max_um, "--defocus-min/--defocus-max",
              f"need 0 ≤ min ≤ max, got {self.defocus_min_um}, {self.defocus_max_um}"),
+            (self.defocus_groups >= 0, "--defocus-groups", f"must be ≥ 0, got {self.defocus_groups}"),
             (self.astigmatism_um >= 0, "--astigmatism", f"must be ≥ 0, got {self.astigmatism_um}"),
             (self.voltage_kv > 0, "--voltage", f"must be > 0, got {self.voltage_kv}"),
             (0 <= self.amp_contrast < 1, "--amp-contrast", f"must be in [0, 1), got {self.amp_contrast}"),

@@ -110,7 +110,11 @@ def plan_simulation(cfg: SimulationConfig, source, frame_ids: np.ndarray | None 
     radius = cfg.shift_max_A * np.sqrt(rng.random(n))
     ang = rng.random(n) * 2 * np.pi
     offsets = np.stack([radius * np.cos(ang), radius * np.sin(ang)], -1)
-    df = rng.uniform(cfg.defocus_min_um, cfg.defocus_max_um, n) * 1e4
+    u = rng.random(n)  # the same draw either way, so groups change only the defoci
+    if cfg.defocus_groups:
+        K = cfg.defocus_groups
+        u = (np.minimum(np.floor(u * K), K - 1) + 0.5) / K
+    df = (cfg.defocus_min_um + u * (cfg.defocus_max_um - cfg.defocus_min_um)) * 1e4
     ast = cfg.astigmatism_um * 1e4
     ast_angle = rng.random(n) * np.pi
     ctf = CTFParams(df + ast / 2, df - ast / 2, ast_angle, cfg.voltage_kv, cfg.cs_mm, cfg.amp_contrast,
