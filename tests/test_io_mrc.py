@@ -272,3 +272,19 @@ def test_files_without_map_id_still_load(cryodrgn_data, name):
     stack, apix = read_stack(path)  # ... we accept it
     assert stack.shape == SHARED_MRC[name][0]
     assert np.isfinite(np.asarray(stack[:10])).all()
+
+
+def test_micrograph_round_trip_and_refusals(tmp_path):
+    from cryoscape.io.mrc import read_micrograph, write_micrograph
+
+    img = np.random.default_rng(0).normal(size=(30, 52)).astype(np.float32)  # not square
+    write_micrograph(tmp_path / "m.mrc", img, 1.25)
+    back, apix = read_micrograph(tmp_path / "m.mrc")
+    assert np.array_equal(back, img) and apix == pytest.approx(1.25)
+    write_stack(tmp_path / "s.mrcs", np.zeros((3, 8, 8), np.float32), 1.0)
+    with pytest.raises(InputError, match="one micrograph"):
+        read_micrograph(tmp_path / "s.mrcs")
+    img[3, 4] = np.nan
+    write_micrograph(tmp_path / "nan.mrc", img, 1.0)
+    with pytest.raises(InputError, match="NaN"):
+        read_micrograph(tmp_path / "nan.mrc")

@@ -16,7 +16,8 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["read_map", "read_stack", "read_stack_header", "write_map", "write_stack", "StackWriter", "StackFile", "read_header_apix"]
+__all__ = ["read_map", "read_stack", "read_stack_header", "write_map", "write_stack", "StackWriter", "StackFile",
+           "read_header_apix", "read_micrograph", "write_micrograph"]
 
 
 def _open(path: str | Path, mmap: bool):
@@ -139,6 +140,36 @@ def read_stack(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, float]:
         mrc.close()
         raise InputError(path, f"image stacks with axis order mapc/mapr/maps = {order} are not supported")
     return data, apix
+
+
+def read_micrograph(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read one micrograph (any size ``H × W``; a file with one section). Returns ``(array (H, W) float32, apix in
+    Å; 0.0 if unset)``, a copy in memory. A stack of several sections, a non-standard axis order or NaN/inf
+    pixels is an :class:`InputError` naming the file."""
+    with _open(path, mmap=True) as mrc:
+        data = np.array(mrc.data, dtype=np.float32)
+        apix = _apix(mrc, path)
+        order = (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps))
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 2:
+        raise InputError(path, f"expected one micrograph (H, W), found shape {data.shape}")
+    if order not in ((1, 2, 3), (0, 0, 0)):
+        raise InputError(path, f"micrographs with axis order mapc/mapr/maps = {order} are not supported")
+    if not np.isfinite(data).all():
+        raise InputError(path, "micrograph contains NaN or infinite values")
+    return data, apix
+
+
+def write_micrograph(path: str | Path, image, apix: float) -> None:
+    """Write one ``(H, W)`` micrograph as float32 with pixel size ``apix`` (Å), atomically."""
+    arr = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ValueError(f"a micrograph is (H, W), got {arr.shape}")
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(arr)
+            _set_header(mrc, apix)
 
 
 def read_stack_header(path: str | Path) -> tuple[int, int, float]:
