@@ -10,6 +10,7 @@ import typer
 from . import filter as _filter
 from . import class2d as _class2d
 from . import cluster2d as _cluster2d
+from . import denoise as _denoise
 from . import backproject as _backproject
 from . import demo as _demo
 from . import downsample as _downsample
@@ -34,6 +35,7 @@ app.command("analyze")(_analyze.analyze)
 app.command("filter")(_filter.filter_cmd)
 app.command("class2d")(_class2d.class2d_cmd)
 app.command("cluster2d")(_cluster2d.cluster2d_cmd)
+app.command("denoise")(_denoise.denoise_cmd)
 
 
 def _print_version(value: bool):
