@@ -21,6 +21,9 @@ Grid conventions (one each, here):
 - Friedel weights on the half plane: 2 where the point stands for itself and its mirror ``−k``, 1 on the
   columns that are their own mirror (``kx = 0``, and ``kx = Dp/2`` for an even canvas), so a weighted sum
   over the half plane equals the sum over the whole plane.
+
+:func:`apply_ctf` applies the same CTF to whole images of any size ``H × W`` (micrographs), on a canvas of
+``pad × (H, W)`` pixels.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .shift import phase_ramp
 from .slice import FourierSliceProjector
 
 __all__ = ["ImagingGrid", "Projector", "GaussianAtoms", "VoxelMap", "FourierField", "forward", "forward_points",
-           "forward_images", "centre", "adjoint", "shell_index_3d", "SPLAT_MIN_SIGMA_PX"]
+           "forward_images", "centre", "adjoint", "shell_index_3d", "apply_ctf", "SPLAT_MIN_SIGMA_PX"]
 
 SPLAT_MIN_SIGMA_PX = 1.5  # "auto" splats atoms when σ ≥ this many pixels (relative error ≲ 5e-4, measured)
 
@@ -470,3 +473,53 @@ def adjoint(f: torch.Tensor, poses: Poses, grid: ImagingGrid, ctf: CTFParams | N
     its weights. ``inserter.grids()`` then holds the numerator and weights of the Wiener estimate."""
     c = None if ctf is None else grid.ctf(ctf)
     inserter.insert(f, c, poses.R.to(device=f.device, dtype=grid.dtype), grid.apix)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The CTF of a whole field (micrographs of any size)
+# ------------------------------------------------------------------------------------------------------------
+
+def apply_ctf(images: torch.Tensor, ctf: CTFParams, apix: float, pad: int = 1) -> torch.Tensor:
+    """The CTF of each image applied to the whole image: real ``(N, H, W)`` → real ``(N, H, W)``, any ``H × W``
+    (micrographs as well as particle boxes), in ``images``' dtype and device; ``images`` is left unchanged.
+
+    On a canvas of ``(Hp, Wp) = (pad · H, pad · W)`` pixels with the image at its centre (pixel ``H//2, W//2``
+    at ``Hp//2, Wp//2``), zeros around:
+
+        I'_n = crop( F⁻¹[ CTF_n(k) · F[pad(I_n)](k) ] ),   k = (fftfreq(Wp, apix), fftfreq(Hp, apix)) in 1/Å
+
+    on the ``rfft2`` half plane, with ``CTF_n`` RELION's (:mod:`~cryoscape.physics.ctf`) evaluated by the same
+    phase basis and coefficients as :meth:`ImagingGrid.ctf` (for a square image and the same ``pad`` the values
+    are those of ``ImagingGrid(H, apix, pad).ctf(ctf)``, so a centred particle gets exactly the CTF of
+    :func:`forward_images`). ``pad = 1``: circular (signal the CTF delocalises past one edge re-enters at the
+    other); ``pad ≥ 2``: it leaves the field, as from a crop of a larger exposure.
+
+    Args:
+        images: ``(N, H, W)`` real. ctf: :class:`~cryoscape.physics.ctf.CTFParams` with ``N`` entries.
+        apix: pixel size in Å. pad: canvas factor ≥ 1.
+    """
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W), got {tuple(images.shape)}")
+    if len(ctf) != images.shape[0]:
+        raise ValueError(f"{len(ctf)} CTF entries for {images.shape[0]} images")
+    if pad < 1 or not (apix > 0 and math.isfinite(apix)):
+        raise ValueError(f"need pad ≥ 1 and apix > 0, got pad={pad}, apix={apix}")
+    N, H, W = images.shape
+    Hp, Wp = pad * H, pad * W
+    dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    ky = torch.fft.fftfreq(Hp, d=apix, dtype=dtype, device=images.device)
+    kx = torch.fft.rfftfreq(Wp, d=apix, dtype=dtype, device=images.device)
+    basis = ctf_phase_basis(*torch.meshgrid(ky, kx, indexing="ij")[::-1])
+    ly, lx = Hp // 2 - H // 2, Wp // 2 - W // 2
+    out = torch.empty(N, H, W, dtype=dtype, device=images.device)
+    for n in range(N):  # one image at a time: memory stays at one canvas
+        one = ctf.subset(slice(n, n + 1))
+        bfactor = one.bfactor_or_none()
+        c = ctf_from_basis(one.phase_coefficients(dtype=dtype, device=images.device), basis,
+                           None if bfactor is None else bfactor.to(images.device))[0]
+        canvas = images.new_zeros(Hp, Wp, dtype=dtype)
+        canvas[ly:ly + H, lx:lx + W] = images[n]
+        f = torch.fft.rfft2(torch.fft.ifftshift(canvas)) * c
+        field = torch.fft.fftshift(torch.fft.irfft2(f, s=(Hp, Wp)))
+        out[n] = field[ly:ly + H, lx:lx + W]
+    return out
