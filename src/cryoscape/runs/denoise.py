@@ -231,7 +231,8 @@ def denoise_run(inputs, out: str | Path, *, method: str = "auto", options: dict 
     config = {"command": "denoise", "inputs": [str(p) for p in inp.files], "odd": odd, "truth": truth,
               "method": method, "apix": inp.apix, "threads": n_threads, **asdict(cfg)}
     inputs_doc = {"files": [str(p) for p in inp.files], "kind": inp.kind, "n_images": inp.n_images,
-                  "apix_A": inp.apix, "ctf": inp.ctf is not None}
+                  "apix_A": inp.apix, "ctf": inp.ctf is not None, "method": method,
+                  "removes_ctf": entry.removes_ctf}
     with RunFolder(out, "denoise", config, overwrite=overwrite, inputs=inputs_doc) as run:
         run.log.info("%s: %d %s, %s, %d thread(s)", method, inp.n_images, inp.kind, entry.summary, n_threads)
         for note in inp.notes:
@@ -260,7 +261,7 @@ def denoise_run(inputs, out: str | Path, *, method: str = "auto", options: dict 
         if clean is not None:
             rows["truth"] = clean[0]
         comparison_panel(run.file("comparison.png"), rows, title=f"{method}: {entry.summary}")
-        run.metrics.update({"method": method, "removes_ctf": entry.removes_ctf, "n_images": inp.n_images,
+        run.metrics.update({"n_images": inp.n_images,
                             "denoise_wall_s": round(wall, 3), "images_per_s": inp.n_images / max(wall, 1e-9)})
         if clean is not None:
             scores = [image_scores(r, c) for r, c in zip(results, clean)]

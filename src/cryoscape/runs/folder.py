@@ -58,7 +58,7 @@ METRICS_FILE = "metrics.json"
 SCHEMA_KEYS = ("command", "cryoscape_version", "wall_s", "inputs", "metrics", "files")
 #: unit suffixes of metric names: Å, Å², 1/Å, pixels, degrees, radians, seconds, milliseconds, per second,
 #: kV, mm, bytes, MB, GB, percent
-UNITS = ("A", "A2", "inv_A", "px", "deg", "rad", "s", "ms", "per_s", "kV", "mm", "bytes", "MB", "GB", "pct")
+UNITS = ("A", "A2", "inv_A", "px", "deg", "rad", "s", "ms", "per_s", "kV", "mm", "bytes", "MB", "GB", "pct", "dB")
 _NAME = re.compile(r"^[a-z][a-z0-9_.]*?(_(" + "|".join(re.escape(u) for u in UNITS) + r"))?$")
 
 
