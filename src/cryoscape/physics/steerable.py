@@ -75,7 +75,8 @@ import torch
 
 from ..io.errors import InputError
 
-__all__ = ["FourierBessel", "SteerablePCA", "steerable_pca", "noise_variance_outside_disc", "disc_mask"]
+__all__ = ["FourierBessel", "SteerablePCA", "steerable_pca", "noise_variance_outside_disc", "disc_mask",
+           "shrink_spikes"]
 
 
 def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -434,6 +435,34 @@ def _dgj_operator_shrink(ell: np.ndarray, gamma: float) -> np.ndarray:
     t = ell + 1 - gamma
     spike = 0.5 * (t + np.sqrt(np.clip(t * t - 4 * ell, 0, None)))
     return np.where(ell > edge, spike - 1, 0.0)
+
+
+def shrink_spikes(ell: torch.Tensor, gamma: float | torch.Tensor, loss: str = "operator") -> torch.Tensor:
+    """Signal eigenvalues from whitened sample eigenvalues of a spiked covariance (noise eigenvalue 1).
+
+    Donoho, Gavish & Johnstone (2018): above the Marchenko–Pastur edge ``(1 + √γ)²`` (γ = dimension / samples)
+    an observed eigenvalue ``e`` comes from the population spike ``ℓ = ((e + 1 − γ) + √((e + 1 − γ)² − 4e)) / 2``;
+    at or below the edge the signal eigenvalue is 0. Returned signal eigenvalues (same shape as ``ell``):
+
+    - ``operator``: ``ℓ − 1`` (:func:`_dgj_operator_shrink`, operator-norm loss);
+    - ``frobenius``: ``(ℓ − 1) · c²`` with ``c² = (1 − γ/(ℓ − 1)²) / (1 + γ/(ℓ − 1))``, the squared cosine
+      between sample and population eigenvectors (the Frobenius-loss shrinker as ASPIRE's Cov2D writes it);
+    - ``none``: ``max(e − 1, 0)`` (noise subtracted, no shrinkage).
+
+    ``gamma``: scalar or broadcastable to ``ell`` (e.g. ``(M, 1)`` per block).
+    """
+    gamma = torch.as_tensor(gamma, dtype=ell.dtype, device=ell.device)
+    if loss == "none":
+        return (ell - 1).clamp_min(0)
+    if loss not in ("operator", "frobenius"):
+        raise InputError("shrinker", f"must be 'operator', 'frobenius' or 'none', got {loss!r}")
+    edge = (1 + torch.sqrt(gamma)) ** 2
+    t = ell + 1 - gamma
+    spike = 0.5 * (t + torch.sqrt((t * t - 4 * ell).clamp_min(0)))
+    sig = (spike - 1).clamp_min(torch.finfo(ell.dtype).tiny)
+    if loss == "frobenius":
+        sig = sig * ((1 - gamma / sig ** 2) / (1 + gamma / sig)).clamp_min(0)
+    return torch.where(ell > edge, sig, torch.zeros_like(ell))
 
 
 def steerable_pca(coeffs: torch.Tensor, basis: FourierBessel, n_components: int | None = None,
