@@ -6,12 +6,12 @@ Topaz-Denoise's pretrained ``unet`` on the same simulated micrographs, in the sa
     .venv/bin/python benchmarks/denoise_micrographs.py --snr 0.03 --no-peer
 
 Data (:func:`cryoscape.data.micrographs.simulate_micrographs`): ``--n-micrographs`` fields of ``--size``² pixels
-of ``--apix`` Å (default 4 × 1024² at 1.2 Å/px, a 1229 Å field as from a K3 binned to ~1.2 Å/px) holding the 102
+of ``--apix`` Å (default 4 × 1024² at 1.2 Å/px: a 1229 Å field) holding the 102
 embedded AdK conformations (Cα, σ = 3 Å) at random poses, ``--coverage`` 0.2 of the area under particle discs
 (≈ 58 particles of 82 Å diameter per micrograph, at least one diameter apart), defocus 1.0–2.5 µm, 300 kV,
 Cs 2.7 mm, w = 0.1, the CTF applied to the whole field (canvas twice the field); white noise at ``--snr`` (0.1:
-``var(clean micrograph) / σ² = 0.1``, empty ice included, so a particle's own box is at ≈ 0.4) split into two
-frame halves of twice the noise variance (``noisy`` = their mean).
+``var(clean micrograph) / σ² = 0.1``, empty ice included; in a 64-px (77 Å) box around a particle it is
+0.43, measured) split into two frame halves of twice the noise variance (``noisy`` = their mean).
 
 Methods, each given the noisy micrograph (and, for n2n, its two halves), never the clean one:
 - Topaz-Denoise (Bepler et al. 2020), ``.venv-peers/topaz`` via ``benchmarks/peers/topaz_denoise.py``: the
@@ -19,7 +19,8 @@ Methods, each given the noisy micrograph (and, for n2n, its two halves), never t
   ``topaz denoise``'s default settings, on the micrographs written as ``.mrc``.
 - cryoscape ``unet`` (:mod:`cryoscape.methods.denoise.learned`, :class:`UNetConfig` defaults): trained on these
   micrographs only, ``n2n`` on the even/odd halves and ``n2s`` (Neighbor2Neighbor) on the noisy micrographs
-  alone; then ``apply_unet`` on the noisy micrographs.
+  alone; then ``apply_unet`` on the noisy micrographs (n2n also on each half, the two outputs averaged:
+  ``*_halves_mean``, at the noise level it was trained at; twice the inference time).
 
 Metrics: Pearson correlation of each output with the clean (CTF-affected, noiseless) micrograph, per micrograph,
 averaged (both methods estimate the CTF-affected image); the noisy input's own correlation (expected
@@ -113,7 +114,7 @@ def run_topaz(paths: list[Path], folder: Path, threads: int) -> tuple[torch.Tens
 
 
 def run_ours(ms, mode: str, args) -> tuple[torch.Tensor, dict]:
-    from cryoscape.methods.denoise.learned import UNetConfig, apply_unet, fit_unet
+    from cryoscape.methods.denoise.learned import UNetConfig, apply_unet, fit_unet, save_unet
     overrides = {k: v for k, v in (("epochs", args.epochs), ("steps_per_epoch", args.steps_per_epoch))
                  if v is not None}
     cfg = UNetConfig(mode=mode, device="cpu", seed=args.seed, **overrides)
@@ -124,9 +125,16 @@ def run_ours(ms, mode: str, args) -> tuple[torch.Tensor, dict]:
     t = time.perf_counter()
     out = apply_unet(model, ms.noisy, tile=cfg.tile, overlap=cfg.overlap, precision=cfg.precision)
     apply_s = time.perf_counter() - t
-    return out, {"train_s": train_s, "s_per_micrograph": apply_s / len(ms), "config": {
+    info = {"train_s": train_s, "s_per_micrograph": apply_s / len(ms), "config": {
         k: getattr(cfg, k) for k in ("channels", "depth", "crop", "batch_size", "epochs", "steps_per_epoch", "lr",
                                      "tile", "overlap", "precision")}, "final_loss": history[-1].get("loss")}
+    save_unet(model, cfg, Path(args.out) / f"unet_{mode}.pt")
+    if mode == "n2n":  # the network saw halves (noise 2σ²): also applied to each half, outputs averaged
+        t = time.perf_counter()
+        info["halves_mean"] = 0.5 * sum(apply_unet(model, ms.halves[:, h], tile=cfg.tile, overlap=cfg.overlap,
+                                                   precision=cfg.precision) for h in (0, 1))
+        info["halves_mean_s_per_micrograph"] = (time.perf_counter() - t) / len(ms)
+    return out, info
 
 
 def panel(ms, outputs: dict, path: Path, crop: int = 384) -> None:
@@ -200,6 +208,10 @@ def main(argv=None) -> dict:
                     f"unet_{mode}_train_s": round(info["train_s"], 2),
                     f"unet_{mode}_s_per_micrograph": round(info["s_per_micrograph"], 3),
                     f"unet_{mode}_config": info["config"]})
+        if "halves_mean" in info:
+            outputs[f"unet_{mode}_halves"] = info["halves_mean"]
+            res[f"corr_unet_{mode}_halves_mean"] = float(np.mean(corr(info["halves_mean"], ms.clean)))
+            res[f"unet_{mode}_halves_mean_s_per_micrograph"] = round(info["halves_mean_s_per_micrograph"], 3)
         if "topaz_s_per_micrograph" in res:
             res[f"unet_{mode}_speedup_vs_topaz_x"] = round(res["topaz_s_per_micrograph"] / info["s_per_micrograph"], 2)
         log(f"  r = {res[f'corr_unet_{mode}']:.4f}, train {info['train_s']:.1f} s, "
