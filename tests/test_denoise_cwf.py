@@ -190,3 +190,21 @@ def test_bad_input_raises_input_error(stack):
         denoise_cwf(stack["with_ctf"][:10], ctf.subset(slice(0, 9)), stack["apix"])
     with pytest.raises(InputError):
         CWFConfig(shrinker="magic").check()
+
+
+def test_cwf_without_ctf_and_with_astigmatism(stack):
+    """ctf=None: a plain covariance Wiener filter of CTF-free noisy images; astigmatic CTFs (each image its own
+    azimuth, so binned into groups, operator = the angular average) still give a large gain."""
+    truth = stack["no_ctf"]
+    noisy = _noisy(truth, 0.05, seed=4)
+    out = denoise_cwf(noisy, None)
+    assert _mse(out, truth) < 0.2 * _mse(noisy, truth)
+    rng = np.random.default_rng(5)
+    df = DEFOCI[np.arange(N) % len(DEFOCI)]
+    ctf = CTFParams(df + 500, df - 500, rng.uniform(0, np.pi, N), 300.0, 2.7, 0.1)
+    y = _noisy(_apply_ctf(truth, ctf, stack["apix"]).float(), 0.1, seed=6)
+    progress = type("P", (), {"n": 0, "advance": lambda self, k: setattr(self, "n", self.n + k)})()
+    out = denoise_cwf(y, ctf, stack["apix"], CWFConfig(n_groups=7), progress=progress)
+    assert progress.n == N
+    base = min(_mse(y, truth), _mse(torch.zeros_like(truth), truth))
+    assert _mse(out, truth) < 0.3 * base

@@ -84,8 +84,6 @@ class CWFConfig:
     cg_iterations: int = 200
     cg_tol: float = 1e-8
     keep_coeffs_bytes: int = 2 ** 30
-    noise_edge: str = "mp"
-    seed: int = 0
 
     def check(self) -> None:
         if self.bandlimit is not None and not (0 < self.bandlimit <= 1):
@@ -200,34 +198,6 @@ def _solve_covariance(M: torch.Tensor, w: torch.Tensor, B: torch.Tensor, pad: to
     return 0.5 * (X + _herm(X))
 
 
-def _noise_edge(H, G, group, counts, A_ih, fb, seed: int) -> torch.Tensor:
-    """Largest whitened eigenvalue per block of the right-hand side made of pure noise, ``(Mb,)``.
-
-    Draws ``e_i ~ N(0, G)`` in coefficient space (complex for ``m > 0``, real for ``m = 0``) for every image
-    with its group's ``H_g``, forms ``(1/N) Σ_i A^{-1/2} H_gᴴ e_i e_iᴴ H_g A^{-1/2}`` and returns its top
-    eigenvalue per block: the edge of the noise spectrum for groups of unequal CTFs, where the
-    Marchenko–Pastur edge of identically distributed noise is too low."""
-    gen = torch.Generator(device=G.device).manual_seed(seed)
-    L = torch.linalg.cholesky(G)
-    N = int(counts.sum())
-    Mb, p = G.shape[0], G.shape[1]
-    acc = torch.zeros(Mb, p, p, dtype=G.dtype, device=G.device)
-    scale = torch.full((Mb, 1), 2 ** -0.5, dtype=torch.float64, device=G.device)
-    scale[0] = 1.0
-    for k in range(H.shape[0]):
-        n = int(counts[k])
-        if n == 0:
-            continue
-        re = torch.randn(n, Mb, p, generator=gen, dtype=torch.float64, device=G.device)
-        im = torch.randn(n, Mb, p, generator=gen, dtype=torch.float64, device=G.device)
-        im[:, 0] = 0
-        z = torch.complex(re * scale, im * scale)
-        e = torch.einsum("mpq,nmq->nmp", L, z) * fb.block_mask.to(G.dtype)
-        u = torch.einsum("mpq,nmq->nmp", A_ih @ _herm(H[k]), e)
-        acc += torch.einsum("nmp,nmq->mpq", u, u.conj())
-    return torch.linalg.eigvalsh(0.5 * (acc + _herm(acc)) / N)[:, -1]
-
-
 def denoise_cwf(images: torch.Tensor, ctf: CTFParams | None = None, apix: float = 1.0,
                 cfg: CWFConfig | None = None, progress=None) -> torch.Tensor:
     """CWF estimate of the CTF-free images (module docstring): ``(N, D, D)`` float32 on the CPU.
@@ -312,9 +282,6 @@ def denoise_cwf(images: torch.Tensor, ctf: CTFParams | None = None, apix: float 
     ell, V = torch.linalg.eigh(0.5 * (A_ih @ B @ A_ih + _herm(A_ih @ B @ A_ih)) / sigma2)
     gamma = (fb.block_sizes.to(torch.float64) / N)[:, None]
     sig = shrink_spikes(ell, gamma, cfg.shrinker)  # padding entries: ℓ = 0, below the edge, so 0
-    if cfg.noise_edge == "empirical":
-        edge = _noise_edge(H, G, group, counts, A_ih, fb, cfg.seed)
-        sig = torch.where(ell > edge[:, None], sig, torch.zeros_like(sig))
     B_clean = sigma2 * (A_h @ V) @ torch.diag_embed(sig.to(cdt)) @ _herm(A_h @ V)
 
     # 3. covariance
