@@ -17,9 +17,8 @@ signal is negligible (``noise="tail"``; ``"auto"``: the tail). Per shell ``s``:
 
     P(s) = max(0, ⟨|Y|²⟩_s − σ² H W) / ⟨H²⟩_s,       SSNR(s) = P(s) / (σ² H W),
 
-with ``⟨·⟩_s`` the mean over the points of shell ``s`` and over the images, both numerator and denominator
-smoothed over ``smooth`` neighbouring shells before the division (so that the ratio is stable where the
-CTFs of all images are small).
+with ``⟨·⟩_s`` the mean over the points of shell ``s`` and over the images (numerator and denominator
+optionally smoothed over ``smooth`` neighbouring shells before the division).
 """
 
 from __future__ import annotations
@@ -51,12 +50,15 @@ class WienerConfig:
         tail_start: start of the noise-only tail, cycles/pixel (0.5 is Nyquist along an axis; the corners
             reach 0.707).
         smooth: shells averaged (a centred moving window) in the spectra before the SSNR is formed (odd, ≥ 1).
+            Measured on 1,000 AdK images of 64 px (7 defoci): 1 (no smoothing) is best at SNR 0.8, 0.1 and
+            0.01 (28.4, 22.4, 17.0 dB; 3 shells: −0.1 to −0.3 dB, 7 shells: −1.2 to −2.9 dB) and equals the
+            oracle filter with the true spectra at SNR 0.1 (22.37 dB).
         batch: images per FFT batch.
     """
 
     noise: str = "auto"
     tail_start: float = 0.45
-    smooth: int = 3
+    smooth: int = 1
     batch: int = 512
 
     def check(self) -> None:
@@ -156,7 +158,7 @@ def denoise_wiener(images: torch.Tensor, ctf: CTFParams | None = None, apix: flo
         ctf: :class:`~cryoscape.physics.ctf.CTFParams` with N entries (then the images must be square), or
             None for a plain Wiener filter.
         apix: pixel size in Å (used with the CTF).
-        cfg: :class:`WienerConfig` (defaults: noise from the spectral tail, 3-shell smoothing).
+        cfg: :class:`WienerConfig` (defaults: noise from the spectral tail, no smoothing).
         progress: optional object with ``advance(n)``.
     Raises:
         InputError: empty stack, non-finite pixels, non-square images with a CTF, CTF of the wrong length,
