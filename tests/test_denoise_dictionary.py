@@ -8,7 +8,7 @@ import torch
 
 from cryoscape.io.errors import InputError
 from cryoscape.methods.denoise.dictionary import (DDTFConfig, KSVDConfig, dct_basis, denoise_ddtf, denoise_ksvd,
-                                                  learn_ddtf, overcomplete_dct)
+                                                  learn_ddtf, overcomplete_dct, overlap_average)
 
 SNRS = (0.8, 0.4, 0.1, 0.05, 0.01)  # seed 004's grid
 FAST_KSVD = dict(max_patches=600, batch_size=200, alpha=3.0)  # a small learning budget: the test stays fast
@@ -73,6 +73,24 @@ def test_ddtf_lambda_zero_is_identity(particles):
         out, W = denoise_ddtf(y, cfg=DDTFConfig(threshold=0.0, stride=stride, patch=8), return_frame=True)
         assert float((out - y).abs().max()) < 1e-5 * float(y.abs().max())
         assert np.abs(W.T @ W - np.eye(64)).max() < 1e-10 and np.allclose(W[:, 0], 1 / 8)
+    y = noisy[0.1][:3]
+    assert torch.equal(denoise_ddtf(y, cfg=DDTFConfig(sigma=0.0)), y)  # a known noiseless stack is kept
+
+
+def test_overlap_average_identity_and_bands():
+    """Unchanged patches average back to the image; bands of rows (a large micrograph) = whole images."""
+    x = torch.randn(3, 37, 29)
+
+    def unchanged(band):
+        return torch.nn.functional.unfold(band[:, None], 6, stride=4)
+
+    def shrink(band):
+        return torch.nn.functional.hardshrink(torch.nn.functional.unfold(band[:, None], 6, stride=2), 0.8)
+
+    assert torch.allclose(overlap_average(x, 6, 4, unchanged), x, atol=1e-6)
+    whole = overlap_average(x, 6, 2, shrink)
+    banded = overlap_average(x, 6, 2, shrink, budget=3 * 36 * 12)        # 3 patch rows a band
+    assert torch.allclose(whole, banded, atol=1e-6) and not torch.allclose(whole, x, atol=1e-2)
 
 
 def test_ddtf_reduces_mse_at_every_snr(particles):

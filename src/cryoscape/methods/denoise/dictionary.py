@@ -3,7 +3,8 @@
 Both cut the images into ``p × p`` patches (columns of ``G``, ``p²`` values each), replace each patch by a
 sparse approximation in a dictionary learned from the noisy patches themselves, and average the overlapping
 patch estimates back into images (``torch.nn.functional.unfold`` / ``fold``: the im2col / col2im pair, batched
-over images; the average divides by the number of patches covering each pixel).
+over images, in bands of rows for large micrographs: :func:`overlap_average`; the average divides by the
+number of patches covering each pixel).
 
 **DDTF** (Cai, Ji, Shen & Ye 2014, "Data-driven tight frame construction and image denoising", ACHA 37:89):
 an orthogonal dictionary ``W = [A, D]`` (``p² × p²``) with ``A = 1/p`` the constant (DC) atom, ``DᵀD = I`` and
@@ -42,7 +43,7 @@ from ...io.errors import InputError
 from .classical import check_images, estimate_noise_sigma
 
 __all__ = ["DDTFConfig", "KSVDConfig", "denoise_ddtf", "denoise_ksvd", "learn_ddtf", "dct_basis",
-           "overcomplete_dct", "REMOVES_CTF"]
+           "overcomplete_dct", "overlap_average", "REMOVES_CTF"]
 
 REMOVES_CTF = False
 
@@ -59,30 +60,63 @@ def _pad_for_stride(x: torch.Tensor, p: int, stride: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def _patches(x: torch.Tensor, p: int, stride: int) -> torch.Tensor:
-    """``(B, H, W)`` images → ``(B, p², L)`` patches (row-major within a patch) at ``stride`` covering every
-    pixel (the images reflect-padded as needed)."""
-    return F.unfold(_pad_for_stride(x[:, None], p, stride), p, stride=stride)
+def overlap_average(x: torch.Tensor, p: int, stride: int, estimate, progress=None, budget: int = 2 ** 22
+                    ) -> torch.Tensor:
+    """Replace every ``p × p`` patch of ``x`` ``(N, H, W)`` at ``stride`` by ``estimate``'s version of it and
+    average the overlapping estimates pixel by pixel, ``(N, H, W)``.
 
-
-def _average(cols: torch.Tensor, shape: tuple[int, int], p: int, stride: int) -> torch.Tensor:
-    """Overlap-average ``(B, p², L)`` patches of :func:`_patches` back into ``(B, H, W)`` images."""
-    H, W = shape
-    Hp, Wp = H + (-(H - p)) % stride, W + (-(W - p)) % stride
-    s = F.fold(cols, (Hp, Wp), p, stride=stride)
-    n = F.fold(torch.ones_like(cols[:1]), (Hp, Wp), p, stride=stride)
-    return (s / n)[:, 0, :H, :W]
-
-
-def _batches(n: int, pixels_per_image: int, budget: int = 2 ** 22):
-    """Slices of images so that one batch holds about ``budget`` patch values."""
-    step = max(1, budget // max(1, pixels_per_image))
-    for s in range(0, n, step):
-        yield slice(s, min(n, s + step))
+    The images are reflect-padded at the bottom/right so the patches cover every pixel. ``estimate(band)``
+    gets ``(B, h, w)`` images with ``(h − p)`` and ``(w − p)`` multiples of ``stride`` and returns
+    ``(B, p², L)`` patch estimates in ``F.unfold`` order (row-major pixels, patches row by row). At most
+    about ``budget`` patch values exist at a time: small images go in batches, a large micrograph in bands
+    of patch rows, so memory is bounded for any image size. The sums and counts of
+    ``F.fold`` (col2im) give the average.
+    """
+    N, H, W = x.shape
+    xp = _pad_for_stride(x[:, None], p, stride)[:, 0]
+    Hp, Wp = xp.shape[-2:]
+    rows, cols = (Hp - p) // stride + 1, (Wp - p) // stride + 1
+    per_row = cols * p * p
+    out = torch.empty_like(x)
+    if rows * per_row <= budget:                        # whole images, several at a time
+        step = max(1, budget // (rows * per_row))
+        for i in range(0, N, step):
+            est = estimate(xp[i:i + step])
+            s = F.fold(est, (Hp, Wp), p, stride=stride)
+            n = F.fold(torch.ones_like(est[:1]), (Hp, Wp), p, stride=stride)
+            out[i:i + step] = (s / n)[:, 0, :H, :W]
+            if progress is not None:
+                progress.advance(est.shape[0])
+        return out
+    k = max(1, budget // per_row)                        # one image in bands of k patch rows
+    for i in range(N):
+        acc, cnt = torch.zeros(Hp, Wp), torch.zeros(Hp, Wp)
+        for r0 in range(0, rows, k):
+            top, h = r0 * stride, (min(rows, r0 + k) - 1 - r0) * stride + p
+            est = estimate(xp[i:i + 1, top:top + h])
+            acc[top:top + h] += F.fold(est, (h, Wp), p, stride=stride)[0, 0]
+            cnt[top:top + h] += F.fold(torch.ones_like(est), (h, Wp), p, stride=stride)[0, 0]
+        out[i] = (acc / cnt)[:H, :W]
+        if progress is not None:
+            progress.advance(1)
+    return out
 
 
 def _sigmas(x: torch.Tensor, sigma: float | None) -> np.ndarray:
     return np.full(len(x), float(sigma)) if sigma is not None else estimate_noise_sigma(x)
+
+
+def _in_sigma_units(x: torch.Tensor, sig: np.ndarray, fn, progress=None) -> torch.Tensor:
+    """``σ · fn(x / σ)`` image by image; images with ``σ = 0`` (noiseless) come back unchanged."""
+    noisy = sig > 0
+    out = x.clone()
+    if progress is not None and not noisy.all():
+        progress.advance(int((~noisy).sum()))
+    if noisy.any():
+        idx = torch.from_numpy(np.flatnonzero(noisy))
+        s = torch.as_tensor(sig[noisy], dtype=torch.float32)[:, None, None]
+        out[idx] = fn(x[idx] / s) * s
+    return out
 
 
 def _learning_patches(x: torch.Tensor, p: int, max_patches: int, seed: int, scale: np.ndarray | None = None
@@ -198,23 +232,21 @@ def denoise_ddtf(images: torch.Tensor, ctf=None, apix: float = 1.0, cfg: DDTFCon
     cfg = cfg or DDTFConfig()
     cfg.check()
     x = check_images(images, min_size=cfg.patch)
-    p, N, (H, Wd) = cfg.patch, x.shape[0], x.shape[1:]
+    p = cfg.patch
     sig = _sigmas(x, cfg.sigma)
     lam_learn = (cfg.threshold if cfg.learn_threshold is None else cfg.learn_threshold) * float(np.median(sig))
     G = _learning_patches(x, p, cfg.max_patches, cfg.seed)
     W = learn_ddtf(G, lam_learn, cfg.iterations, cfg.init, cfg.seed)
     Wt = torch.from_numpy(W).to(torch.float32)
     atoms = Wt.T.reshape(p * p, 1, p, p)
-    out = torch.empty_like(x)
-    for sl in _batches(N, H * Wd * p * p // cfg.stride ** 2):
-        s = torch.as_tensor(sig[sl], dtype=torch.float32).clamp_min(1e-30)[:, None, None, None]
-        xs = _pad_for_stride(x[sl, None] / s, p, cfg.stride)          # in units of σ: λ = threshold
-        coef = F.conv2d(xs, atoms, stride=cfg.stride).flatten(2)       # (B, p², L) = Wᵀ G, G = unfold(xs)
-        kept = F.hardshrink(coef, cfg.threshold)                       # H_λ(c) = c · [|c| > λ]
-        kept[:, 0] = coef[:, 0]                                        # the DC coefficient is never thresholded
-        out[sl] = _average(Wt @ kept, (H, Wd), p, cfg.stride) * s[:, 0]
-        if progress is not None:
-            progress.advance(sl.stop - sl.start)
+
+    def estimate(band: torch.Tensor) -> torch.Tensor:      # band in units of σ: λ = threshold
+        coef = F.conv2d(band[:, None], atoms, stride=cfg.stride).flatten(2)   # (B, p², L) = Wᵀ G
+        kept = F.hardshrink(coef, cfg.threshold)                              # H_λ(c) = c · [|c| > λ]
+        kept[:, 0] = coef[:, 0]                                               # DC never thresholded
+        return Wt @ kept
+
+    out = _in_sigma_units(x, sig, lambda y: overlap_average(y, p, cfg.stride, estimate, progress), progress)
     return (out, W) if return_frame else out
 
 
@@ -329,21 +361,21 @@ def denoise_ksvd(images: torch.Tensor, ctf=None, apix: float = 1.0, cfg: KSVDCon
     cfg = cfg or KSVDConfig()
     cfg.check()
     x = check_images(images, min_size=cfg.patch)
-    p, N, (H, Wd) = cfg.patch, x.shape[0], x.shape[1:]
-    sig = np.maximum(_sigmas(x, cfg.sigma), 1e-30)
-    X = _learning_patches(x, p, cfg.max_patches, cfg.seed, scale=sig).T
+    p = cfg.patch
+    sig = _sigmas(x, cfg.sigma)
+    if not (sig > 0).any():
+        return x.clone()
+    X = _learning_patches(x, p, cfg.max_patches, cfg.seed, scale=np.where(sig > 0, sig, np.inf)).T
     model = _learn_dictionary(X - X.mean(axis=1, keepdims=True), cfg)
-    out = torch.empty_like(x)
-    for sl in _batches(N, H * Wd * p * p // cfg.stride ** 2):
-        s = torch.as_tensor(sig[sl], dtype=torch.float32)[:, None, None]
-        cols = _patches(x[sl] / s, p, cfg.stride)                      # (B, p², L)
+
+    def estimate(band: torch.Tensor) -> torch.Tensor:      # band in units of σ
+        cols = F.unfold(band[:, None], p, stride=cfg.stride)                  # (B, p², L)
         B, r, L = cols.shape
         P = cols.transpose(1, 2).reshape(B * L, r).double().numpy()
         mean = P.mean(axis=1, keepdims=True)
         with threadpool_limits(1, user_api="blas"):  # OMP's many tiny solves: threads only cost time
             rec = _omp_code(model, P - mean, cfg) @ model.components_ + mean
-        rec = torch.from_numpy(rec.astype(np.float32)).reshape(B, L, r).transpose(1, 2)
-        out[sl] = _average(rec, (H, Wd), p, cfg.stride) * s
-        if progress is not None:
-            progress.advance(sl.stop - sl.start)
+        return torch.from_numpy(rec.astype(np.float32)).reshape(B, L, r).transpose(1, 2)
+
+    out = _in_sigma_units(x, sig, lambda y: overlap_average(y, p, cfg.stride, estimate, progress), progress)
     return out
