@@ -27,6 +27,12 @@ kept.
 The noise std ``σ`` is estimated per image from the data (:func:`.classical.estimate_noise_sigma`) unless the
 config gives it; thresholds are multiples of ``σ``. Both estimate the CTF-AFFECTED clean image
 (``REMOVES_CTF = False``); the CTF is accepted and ignored.
+
+Defaults measured on simulated AdK particles (64 px, CTF 1–2.5 µm), mean PSNR over SNR 0.8–0.01: DDTF patch
+8/10/12 × threshold 3/3.5/4 σ: 10 px, 3.5σ (25.6 dB; 12 px +0.1 dB at 2.4× the time); the learned frame
+gains only 0.02–0.25 dB over its DCT start on these images (and recovers most of it from a random start).
+K-SVD: OMP gain 1.0–1.4 (1.2), stride 2/3/4 (2), ℓ1 weight 0.3/1/3 (3, and 8× faster than 0.3);
+fixed sparsity (2 atoms a patch) is 6 dB worse than the σ-tied tolerance.
 """
 
 from __future__ import annotations
