@@ -173,7 +173,9 @@ class FourierBessel:
 
     Attributes: ``D``; ``R = D/2``; ``bandlimit`` c; ``m``, ``q`` ``(n,)`` long (q from 1); ``zeros``
     ``(n,)`` the λ_{m,q}; ``n_coeffs`` n; ``mask`` ``(D, D)`` bool (the disc); ``psi`` ``(P, n)`` complex
-    sampled ``ψ_{m,q}`` on the P disc pixels. Coefficients are ordered by ``m`` then ``q``.
+    sampled ``ψ_{m,q}`` on the P disc pixels. Coefficients are ordered by ``m`` then ``q``. Blocks (module
+    doc): ``n_blocks`` M = m_max + 1; ``block_sizes`` ``(M,)`` p_m; ``block_index`` ``(M, p_max)`` long, the
+    coefficient index of each block entry (``n`` on padding); ``block_mask`` ``(M, p_max)`` bool.
     """
 
     def __init__(self, D: int, bandlimit: float = 1.0, dtype: torch.dtype = torch.float64, device=None):
