@@ -25,6 +25,8 @@ Measured (2026-11-30, 2 threads, load average 6 on 2 cores shared with other job
   SNR 0.01: cwf 25.83 / 26.01 dB in 2.1 / 0.4 s; ASPIRE CWF 25.27 / 23.77 dB in 22 / 15 s; wiener 17.0 / 17.2 dB.
   SNR 0.1:  cwf 30.30 / 30.41 dB in 1.5 / 1.0 s; ASPIRE CWF 30.05 / 29.40 dB in 24 / 18 s; wiener 22.4 / 22.5 dB.
   Noisy input: 2.5 dB (SNR 0.01), 11.5 dB (SNR 0.1).
+  Seed 0, --snr 0.8 0.4 0.05: cwf 35.77 / 33.84 / 28.76 dB (1–3 s); ASPIRE 35.61 / 33.65 / 28.42 dB (20–26 s);
+  wiener 28.4 / 26.4 / 20.4 dB.
 The CWF formula itself caps what is possible here: the same per-image Wiener step with the TRUE mean and
 covariance of the clean CTF-free coefficients (and the true σ²) gives 26.12 dB at SNR 0.01 and 30.53 dB at
 SNR 0.1 (seed 0), so the issue's 27.0 dB (set against ASPIRE's 26.5 dB on other data) is out of reach of any
