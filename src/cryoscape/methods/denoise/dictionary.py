@@ -213,13 +213,19 @@ def learn_ddtf(G: np.ndarray, lam: float, iterations: int = 30, init: str = "dct
         E = np.eye(r - 1)
     W = np.concatenate([B[:, :1], Q @ E], axis=1)
     G32 = torch.from_numpy(np.ascontiguousarray(G, dtype=np.float32))  # the big products in float32
-    for _ in range(iterations):
-        V = torch.from_numpy(W.astype(np.float32)).T @ G32
-        V = V[1:] * (V[1:].abs() > lam)
-        M = Q.T @ (G32 @ V.T).double().numpy()                            # (r−1, r−1): the SVD in float64
-        with threadpool_limits(1, user_api="blas"):  # a threaded SVD this small is 100× slower on a busy CPU
-            U, _, Xt = np.linalg.svd(M)
-        W[:, 1:] = Q @ (U @ Xt)
+    # These products are small (~0.1 GFlop): one thread does them at full speed, while intra-op threads on a
+    # busy CPU make them (and the 100 × 100 SVD) 10–100× slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            for _ in range(iterations):
+                V = torch.from_numpy(W.astype(np.float32)).T @ G32
+                V = V[1:] * (V[1:].abs() > lam)
+                U, _, Xt = np.linalg.svd(Q.T @ (G32 @ V.T).double().numpy())   # (r−1, r−1), in float64
+                W[:, 1:] = Q @ (U @ Xt)
+    finally:
+        torch.set_num_threads(threads)
     return W
 
 
@@ -330,7 +336,7 @@ def _learn_dictionary(X: np.ndarray, cfg: KSVDConfig):
                                         batch_size=min(cfg.batch_size, len(X)), fit_algorithm="cd",
                                         dict_init=init, transform_algorithm="omp",
                                         transform_n_nonzero_coefs=cfg.n_nonzero_coefs, random_state=cfg.seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):  # small solves: threads only cost
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(X)
 
