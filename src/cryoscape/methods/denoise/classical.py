@@ -53,7 +53,8 @@ class ClassicalConfig:
             maximum (None: scikit-image's choice, 3 below the maximum); wavelet_shifts: cycle spinning over shifts ``0 .. wavelet_shifts``
             on each axis (0: none).
         nlmeans_h: ``h = nlmeans_h · σ``; nlmeans_patch, nlmeans_distance: patch size and search radius (px).
-        workers: threads for the image loop (scikit-image's loops release the GIL); 1: in this thread.
+        workers: threads for the image loop (scikit-image releases the GIL in its loops; 2 measured 17 % faster
+            than 1 for the wavelet on a busy 2-core CPU); 1: in this thread.
     """
 
     method: str = "wavelet"
@@ -67,7 +68,7 @@ class ClassicalConfig:
     nlmeans_h: float = 0.7
     nlmeans_patch: int = 9
     nlmeans_distance: int = 6
-    workers: int = 1
+    workers: int = 2
 
     def check(self) -> None:
         """Raise :class:`InputError` naming the first invalid option."""
@@ -164,14 +165,17 @@ def denoise_classical(images: torch.Tensor, ctf=None, apix: float = 1.0, cfg: Cl
 
     def one(i: int) -> None:
         out[i] = _filter(x[i], float(sig[i]), cfg)
-        if progress is not None:
-            progress.advance(1)
 
     if cfg.workers > 1 and len(x) > 1:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(cfg.workers) as pool:
-            list(pool.map(one, range(len(x))))
+            done = pool.map(one, range(len(x)))                 # in order; progress from this thread
+            for _ in done:
+                if progress is not None:
+                    progress.advance(1)
     else:
         for i in range(len(x)):
             one(i)
+            if progress is not None:
+                progress.advance(1)
     return torch.from_numpy(out.astype(np.float32))
