@@ -114,8 +114,12 @@ def estimate_noise_sigma(images: torch.Tensor) -> np.ndarray:
     """Noise std of every image, ``(N,)`` float64 in image units: scikit-image's ``estimate_sigma``
     (``MAD / 0.6745`` of the finest diagonal Daubechies-2 wavelet coefficients), which sees only noise when
     the clean image is smooth at the pixel scale (CTF-limited particle images: within ~2 % at SNR 0.8–0.01)."""
+    import warnings
+
     from skimage.restoration import estimate_sigma
-    return np.array([estimate_sigma(x) for x in images.numpy().astype(np.float64)], dtype=np.float64)
+    with warnings.catch_warnings():  # scikit-image guesses "colour image?" when a side is ≤ 4 px: it is not
+        warnings.simplefilter("ignore", UserWarning)
+        return np.array([estimate_sigma(x) for x in images.numpy().astype(np.float64)], dtype=np.float64)
 
 
 def _filter(x: np.ndarray, sigma: float, cfg: ClassicalConfig) -> np.ndarray:
@@ -136,7 +140,9 @@ def _filter(x: np.ndarray, sigma: float, cfg: ClassicalConfig) -> np.ndarray:
         import pywt
         levels = cfg.wavelet_levels
         if levels is not None:
-            levels = max(1, min(levels, pywt.dwt_max_level(min(x.shape), pywt.Wavelet(cfg.wavelet).dec_len)))
+            levels = min(levels, pywt.dwt_max_level(min(x.shape), pywt.Wavelet(cfg.wavelet).dec_len))
+            if levels < 1:                                      # too small for one level of this wavelet
+                return x.copy()
         kw = {"sigma": sigma, "wavelet": cfg.wavelet, "wavelet_levels": levels, "mode": "soft",
               "method": "BayesShrink", "rescale_sigma": False}
         if cfg.wavelet_shifts > 0:
