@@ -102,6 +102,11 @@ def test_tiled_inference_matches_whole_image(micrographs):
     err = float((tiled - whole).abs().max() / (whole - whole.mean()).std())
     assert 0 < err < 0.2, err
     assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.02
+    # a Neighbor2Neighbor network (applied to the 4 polyphase components): tiles blend the same way
+    model.sampling.fill_(2)
+    whole = apply_unet(model, x, tile=96, overlap=0, precision="fp32")
+    tiled = apply_unet(model, x, tile=40, overlap=16, precision="fp32")
+    assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.02
     starts, size = tile_starts(192, 80, 24, 4)
     assert starts[0] == 0 and starts[-1] + size == 192 and size <= 80 and size % 4 == 0
     assert min(s0 + size - s1 for s0, s1 in zip(starts, starts[1:])) >= 24
@@ -118,7 +123,7 @@ def test_n2s_reduces_mse(micrographs):
     out = denoise_unet(noisy, cfg=cfg)
     assert out.shape == noisy.shape and out.dtype == torch.float32
     ratio = _mse(out, clean) / _mse(noisy, clean)
-    assert ratio < 0.5, ratio
+    assert ratio < 0.3, ratio  # measured 0.086
 
 
 def test_n2n_reduces_mse(micrographs, tmp_path):
@@ -129,7 +134,7 @@ def test_n2n_reduces_mse(micrographs, tmp_path):
     model, _ = fit_unet(noisy, cfg, pairs=(a, b))
     out = apply_unet(model, noisy, tile=128, overlap=16)
     ratio = _mse(out, clean) / _mse(noisy, clean)
-    assert ratio < 0.5, ratio
+    assert ratio < 0.2, ratio  # measured 0.024
     path = save_unet(model, cfg, tmp_path / "unet.pt")
     again, cfg2 = load_unet(path)
     assert cfg2 == cfg

@@ -32,7 +32,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional as F
 
 from ...io.errors import InputError
@@ -56,7 +58,8 @@ class UNetConfig:
     """Options.
 
     Network: ``channels`` (width of the first level; level ``l`` has ``channels · 2^l``, capped at 4×),
-    ``depth`` (levels below the first; the network takes images of at least ``2^depth`` pixels).
+    ``depth`` (levels below the first; the network takes images of at least ``2^depth`` pixels),
+    ``residual`` (the network adds its output to the input).
     Training: ``mode`` ("auto" | "n2n" | "n2s", see the module docstring), ``crop`` (training window side,
     pixels; shrunk to the image when larger), ``batch_size`` (windows per step), ``epochs``,
     ``steps_per_epoch``, ``lr`` (Adam, cosine schedule), ``gamma`` (Neighbor2Neighbor's regulariser weight
@@ -69,12 +72,13 @@ class UNetConfig:
     mode: str = "auto"
     channels: int = 16
     depth: int = 3
+    residual: bool = False
     crop: int = 128
     batch_size: int = 8
     epochs: int = 10
     steps_per_epoch: int = 50
     lr: float = 1e-3
-    gamma: float = 2.0
+    gamma: float = 0.0
     tile: int = 512
     overlap: int = 32
     seed: int = 0
@@ -82,7 +86,7 @@ class UNetConfig:
     device: str = "auto"
     checkpoint: str | None = None
 
-    ARCH = ("channels", "depth")
+    ARCH = ("channels", "depth", "residual")
 
     def check(self) -> None:
         """Raise :class:`InputError` naming the option of the first bad value."""
@@ -179,7 +183,7 @@ def build_model(cfg: UNetConfig) -> UNet:
     """A fresh :class:`UNet` initialised from ``cfg.seed`` (torch's global generator is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return UNet(cfg.channels, cfg.depth)
+        return UNet(cfg.channels, cfg.depth, cfg.residual)
 
 
 def _memory_format(device: torch.device, dtype) -> torch.memory_format:
@@ -206,7 +210,7 @@ def fit_unet(images: torch.Tensor, cfg: UNetConfig | None = None, pairs=None, ch
     """Train a :class:`UNet` on ``images`` ``(N, H, W)`` (n2s) or on ``pairs`` (n2n) → ``(model, history)``.
 
     ``pairs``: ``(a, b)``, two ``(N, H, W)`` tensors, independent noisy halves of each image (e.g. even and
-    odd frame sums); with pairs, n2n trains on them only (``images`` is then used for its shape check).
+    odd frame sums), or one ``(N, 2, H, W)`` tensor holding them; with pairs, n2n trains on them only.
     ``checkpoint`` (or ``cfg.checkpoint``): file written after every epoch (atomically) and resumed from
     when present with the same configuration. ``progress``: ``advance(n)`` per training window.
     ``history``: one dict per epoch (``epoch``, ``lr``, ``loss``, ``wall_s``, ``images_per_s``). The model is
@@ -217,8 +221,11 @@ def fit_unet(images: torch.Tensor, cfg: UNetConfig | None = None, pairs=None, ch
     images = _check_images(images)
     mode = cfg.resolved_mode(pairs is not None)
     if mode == "n2n":
+        if isinstance(pairs, torch.Tensor) and pairs.ndim == 4 and pairs.shape[1] == 2:
+            pairs = (pairs[:, 0], pairs[:, 1])
         if not (isinstance(pairs, (tuple, list)) and len(pairs) == 2):
-            raise InputError("pairs", "expected two tensors (a, b) of independent noisy halves")
+            raise InputError("pairs", "expected two (N, H, W) tensors (a, b) of independent noisy halves, or "
+                                      "one (N, 2, H, W) tensor")
         a, b = _check_images(pairs[0], "pairs[0]"), _check_images(pairs[1], "pairs[1]")
         if a.shape != b.shape:
             raise InputError("pairs", f"the halves differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -227,13 +234,14 @@ def fit_unet(images: torch.Tensor, cfg: UNetConfig | None = None, pairs=None, ch
         stack = normalise(images)[0].unsqueeze(1)  # (N, 1, H, W)
     N, _, H, W = stack.shape
     model = build_model(cfg)
+    model.sampling.fill_(2 if mode == "n2s" else 1)
     size = _crop_size(cfg, H, W, mode, model.min_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="cosine", seed=cfg.seed, rng="per_epoch",
                        device=cfg.device, precision=cfg.precision,
                        checkpoint=checkpoint if checkpoint is not None else cfg.checkpoint)
-    signature = {**{k: getattr(cfg, k) for k in ("channels", "depth", "batch_size", "steps_per_epoch", "lr",
-                                                  "gamma", "seed", "precision")},
+    signature = {**{k: getattr(cfg, k) for k in ("channels", "depth", "residual", "batch_size", "steps_per_epoch",
+                                                  "lr", "gamma", "seed", "precision")},
                  "mode": mode, "crop": size, "shape": [N, H, W]}
     trainer = Trainer(model, opt, tcfg, signature)
     fmt = _memory_format(trainer.device, trainer.dtype)
@@ -260,12 +268,14 @@ def fit_unet(images: torch.Tensor, cfg: UNetConfig | None = None, pairs=None, ch
             return F.mse_loss(out.float(), x[:, 1:]), len(x)
         i1, i2 = neighbor_indices((len(x), size // 2, size // 2), ctx.generator)
         g1, g2 = subsample(x, i1), subsample(x, i2)
-        with torch.no_grad(), ctx.autocast():
-            fy = model(x.contiguous(memory_format=fmt)).float()
         with ctx.autocast():
             out = model(g1.contiguous(memory_format=fmt)).float()
         diff = out - g2
         rec = diff.square().mean()
+        if gamma == 0:
+            return rec, len(x)
+        with torch.no_grad(), ctx.autocast():
+            fy = model(x.contiguous(memory_format=fmt)).float()
         reg = (diff - (subsample(fy, i1) - subsample(fy, i2))).square().mean()
         return rec + gamma * reg, len(x), {"rec": float(rec.detach()), "reg": float(reg.detach())}
 
@@ -318,17 +328,27 @@ def apply_unet(model: UNet, images: torch.Tensor, tile: int = 512, overlap: int 
     Each image is normalised, cut into tiles of at most ``tile × tile`` overlapping by at least ``overlap``
     (:func:`tile_starts`; an image no larger than ``tile`` is one tile, so the result is exactly the
     whole-image result), denoised about :data:`PIXELS_PER_PASS` pixels at a time, blended (:func:`_weights`)
-    and scaled back. ``device``: where the network runs (None: where the model is). ``precision``: "auto"
-    (bfloat16 autocast where the device multiplies it in hardware, with channels-last memory on a CPU),
-    "bf16" or "fp32". ``progress``: ``advance(1)`` per image done.
-    Raises :class:`InputError` for an image smaller than the network's minimum (``model.min_size``).
+    and scaled back. A network trained on sub-images of every second pixel (``model.sampling`` = 2,
+    Neighbor2Neighbor) is applied at that sampling, to each of the four polyphase components
+    ``c_{dy,dx} = y[dy::2, dx::2]`` (``dy, dx ∈ {0, 1}``); each output is resampled onto the full grid by
+    cubic splines (pixel ``(r, c)`` of the image sits at ``((r − dy)/2, (c − dx)/2)`` in the component;
+    ``scipy.ndimage.map_coordinates``) and the four are averaged, so every pixel's estimate draws on all
+    the data. Measured on synthetic 1024² micrographs (SNR 0.1): correlation with the clean micrograph
+    0.948 for this average, 0.913 for interleaving the four outputs, 0.897 for the network on the full
+    image.
+    ``device``: where the network runs (None: where the model is). ``precision``: "auto" (bfloat16
+    autocast where the device multiplies it in hardware, with channels-last memory on a CPU), "bf16" or
+    "fp32". ``progress``: ``advance(1)`` per image done.
+    Raises :class:`InputError` for an image smaller than the network's minimum (``model.min_size`` times
+    ``model.sampling``).
     """
     images = _check_images(images)
     N, H, W = images.shape
-    m = model.min_size
+    step = int(model.sampling)
+    m = model.min_size * step
     if H < m or W < m:
         raise InputError("images", f"{H}×{W} pixels is smaller than the U-Net's minimum tile of {m}×{m} pixels")
-    at_least("--tile", tile, m)
+    at_least("--tile", tile, model.min_size)
     if not 0 <= overlap < tile:
         raise InputError("--overlap", f"must be ≥ 0 and smaller than --tile ({tile}), got {overlap}")
     one_of("--precision", precision, ("auto", "bf16", "fp32"))
@@ -336,14 +356,33 @@ def apply_unet(model: UNet, images: torch.Tensor, tile: int = 512, overlap: int 
     dtype = devices.autocast_dtype(dev, precision)
     fmt = _memory_format(dev, dtype)
     net = copy.deepcopy(model).to(dev, memory_format=fmt).eval()
+    norm, mean, std = normalise(images)
+    if step == 1:
+        return _tiled(net, norm, tile, overlap, dev, dtype, fmt, progress) * std + mean
+    out = np.zeros((N, H, W))
+    rows, cols = np.mgrid[0:H, 0:W].astype(np.float64)
+    phases = [(dy, dx) for dy in range(step) for dx in range(step)]
+    for k, (dy, dx) in enumerate(phases):
+        part = _tiled(net, norm[:, dy::step, dx::step], tile, overlap, dev, dtype, fmt, None).numpy()
+        where = [(rows - dy) / step, (cols - dx) / step]  # full-grid pixels in this component's pixels
+        for n in range(N):
+            out[n] += ndimage.map_coordinates(part[n], where, order=3, mode="nearest")
+            if progress is not None and k == len(phases) - 1:
+                progress.advance(1)
+    return torch.from_numpy(out / len(phases)).float() * std + mean
 
+
+def _tiled(net: UNet, norm: torch.Tensor, tile: int, overlap: int, dev: torch.device, dtype, fmt,
+           progress) -> torch.Tensor:
+    """``net`` on ``norm`` ``(N, H, W)`` by blended tiles (see :func:`apply_unet`) → ``(N, H, W)`` float32."""
+    N, H, W = norm.shape
+    m = net.min_size
     ys, th = tile_starts(H, tile, overlap, m)
     xs, tw = tile_starts(W, tile, overlap, m)
     wy, wx = _weights(ys, th, H), _weights(xs, tw, W)
     jobs = [(n, i, j) for n in range(N) for i in range(len(ys)) for j in range(len(xs))]
     per_pass = max(1, PIXELS_PER_PASS // (th * tw))
     tiles_per_image = len(ys) * len(xs)
-    norm, mean, std = normalise(images)
     out = torch.zeros(N, H, W, dtype=torch.float64)
     done = 0
     for k in range(0, len(jobs), per_pass):
@@ -360,7 +399,7 @@ def apply_unet(model: UNet, images: torch.Tensor, tile: int = 512, overlap: int 
             if finished > done:
                 progress.advance(finished - done)
                 done = finished
-    return (out.float() * std + mean).contiguous()
+    return out.float()
 
 
 def denoise_unet(images: torch.Tensor, ctf=None, apix: float = 1.0, cfg: UNetConfig | None = None,

@@ -4,9 +4,9 @@ Architecture, for ``depth`` levels and ``channels`` ``c``: level ``l`` (0-based)
 input resolution with ``c · 2^l`` channels (capped at ``4c``). Encoder level ``l``: two 3×3 convolutions
 with LeakyReLU(0.1); a 2×2 max-pool leads to level ``l + 1``. The bottom level (``l = depth``) has two
 convolutions too. Decoder level ``l``: nearest-neighbour ×2 upsampling, concatenation with the encoder's
-features of level ``l`` (the skip), two 3×3 convolutions. A final 1×1 convolution gives the output, added
-to the input (residual form: the network predicts ``f(y) = y + g(y)``, so an untrained network is the
-identity).
+features of level ``l`` (the skip), two 3×3 convolutions. A final 1×1 convolution gives the output ``g(y)``; with
+``residual`` it is added to the input (``f(y) = y + g(y)``, an untrained network is then the identity),
+else ``f(y) = g(y)``.
 
 Input size: any ``H × W`` with ``H, W ≥`` :attr:`UNet.min_size` (``2^depth``); an input that is not a
 multiple of ``2^depth`` is reflect-padded up to one and the output cropped back, so the output always has
@@ -28,11 +28,11 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """``UNet(channels, depth)``: see the module docstring. ``min_size`` = ``2^depth`` pixels."""
+    """``UNet(channels, depth, residual)``: see the module docstring. ``min_size`` = ``2^depth`` pixels."""
 
-    def __init__(self, channels: int = 16, depth: int = 2):
+    def __init__(self, channels: int = 16, depth: int = 2, residual: bool = True):
         super().__init__()
-        self.channels, self.depth = int(channels), int(depth)
+        self.channels, self.depth, self.residual = int(channels), int(depth), bool(residual)
         widths = [min(channels * 2 ** level, 4 * channels) for level in range(depth + 1)]
         self.down = nn.ModuleList()
         c_prev = 1
@@ -46,6 +46,9 @@ class UNet(nn.Module):
             self.up.append(_block(c_prev + widths[level], widths[level]))
             c_prev = widths[level]
         self.out = nn.Conv2d(c_prev, 1, 1)
+        # the pixel spacing of the training images (2: Neighbor2Neighbor's half-size sub-images), saved with
+        # the weights so that inference applies the network at the sampling it learned
+        self.register_buffer("sampling", torch.tensor(1, dtype=torch.int64))
 
     @property
     def min_size(self) -> int:
@@ -53,7 +56,7 @@ class UNet(nn.Module):
         return 2 ** self.depth
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, H, W) → (B, 1, H, W)``: ``y + g(y)``."""
+        """``(B, 1, H, W) → (B, 1, H, W)``: ``y + g(y)`` or ``g(y)``."""
         H, W = y.shape[-2:]
         m = self.min_size
         ph, pw = (-H) % m, (-W) % m
@@ -67,5 +70,5 @@ class UNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
-        out = self.out(x)[..., :H, :W]
-        return y + out.to(y.dtype)
+        out = self.out(x)[..., :H, :W].to(y.dtype)
+        return y + out if self.residual else out
