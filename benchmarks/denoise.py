@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# GNU OpenMP's spinning threads make small LAPACK calls >100× slower on a shared, oversubscribed machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "denoise"
@@ -86,22 +90,29 @@ def run_peer(python: Path, script: str, args: list[str]) -> dict | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def peer_aspire_cwf(folder: Path, work: Path) -> tuple[np.ndarray, float] | None:
-    out = work / "aspire_cwf.mrcs"
-    info = run_peer(ASPIRE_PY, "aspire_cwf.py", [str(folder / "particles.star"), "-o", str(out), "--threads", "2"])
+def peer_aspire_cwf(folder: Path, d, work: Path) -> tuple[np.ndarray, float] | None:
+    """ASPIRE's CWF on the stack, with the STAR's CTF as the 7-column table its peer script reads."""
+    c = d.ctf
+    table = np.stack([c.defocus_u.numpy(), c.defocus_v.numpy(), np.degrees(c.angle_ast.numpy()),
+                      c.voltage_kv.numpy(), c.cs_mm.numpy(), c.amp_contrast.numpy(),
+                      np.full(len(c), d.apix)], axis=1)
+    np.savetxt(work / "ctf.csv", table, delimiter=",")
+    out = work / "aspire_cwf.npy"
+    info = run_peer(ASPIRE_PY, "aspire_cwf.py", [str(folder / "particles.mrcs"), "--ctf", str(work / "ctf.csv"),
+                                                  "-o", str(out), "--threads", "2"])
+    if info is None:
+        return None
+    return np.load(out).astype(np.float32), float(info["aspire_wall_s"])
+
+
+def peer_topaz(folder: Path, d, work: Path) -> tuple[np.ndarray, float] | None:
+    """Topaz-Denoise's pretrained unet on every particle image (model loading not timed)."""
+    info = run_peer(TOPAZ_PY, "topaz_denoise.py", [str(folder / "particles.mrcs"), "-o", str(work / "topaz"),
+                                                    "--threads", "2"])
     if info is None:
         return None
     from cryoscape.io.mrc import read_stack
-    return np.array(read_stack(out)[0], np.float32), float(info["wall_s"])
-
-
-def peer_topaz(folder: Path, work: Path) -> tuple[np.ndarray, float] | None:
-    out = work / "topaz.mrcs"
-    info = run_peer(TOPAZ_PY, "topaz_denoise.py", [str(folder / "particles.mrcs"), "-o", str(out), "--threads", "2"])
-    if info is None:
-        return None
-    from cryoscape.io.mrc import read_stack
-    return np.array(read_stack(out)[0], np.float32), float(info["wall_s"])
+    return np.array(read_stack(work / "topaz" / "particles.mrcs")[0], np.float32), float(sum(info["topaz_denoise_s"]))
 
 
 def part_table(snrs, methods: list[str], n_images: int, peer: bool) -> dict:
@@ -127,7 +138,7 @@ def part_table(snrs, methods: list[str], n_images: int, peer: bool) -> dict:
         if peer:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, fn, target in (("aspire_cwf", peer_aspire_cwf, noctf), ("topaz_unet", peer_topaz, clean)):
-                    res = fn(folder, Path(tmp))
+                    res = fn(folder, d, Path(tmp))
                     if res is None:
                         continue
                     est, wall = res
