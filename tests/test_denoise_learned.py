@@ -86,7 +86,7 @@ def test_tiled_inference_matches_whole_image(micrographs):
     within a small fraction of the denoised image's spread; the blending weights sum to 1."""
     _, noisy, _, _ = micrographs
     torch.manual_seed(0)
-    model = build_model(UNetConfig(channels=8, depth=2)).eval()
+    model = build_model(UNetConfig(channels=8, depth=2, residual=True)).eval()
     with torch.no_grad():  # a non-trivial network: perturb the (near-identity) residual branch
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -100,13 +100,13 @@ def test_tiled_inference_matches_whole_image(micrographs):
     assert torch.equal(apply_unet(model, x, tile=512, overlap=32, precision="fp32"), whole)
     tiled = apply_unet(model, x, tile=80, overlap=24, precision="fp32")
     err = float((tiled - whole).abs().max() / (whole - whole.mean()).std())
-    assert 0 < err < 0.2, err
-    assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.02
+    assert 0 < err < 0.05, err  # measured 0.004
+    assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.005  # measured 0.0003
     # a Neighbor2Neighbor network (applied to the 4 polyphase components): tiles blend the same way
     model.sampling.fill_(2)
     whole = apply_unet(model, x, tile=96, overlap=0, precision="fp32")
     tiled = apply_unet(model, x, tile=40, overlap=16, precision="fp32")
-    assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.02
+    assert float((tiled - whole).std() / (whole - whole.mean()).std()) < 0.01  # measured 0.0015
     starts, size = tile_starts(192, 80, 24, 4)
     assert starts[0] == 0 and starts[-1] + size == 192 and size <= 80 and size % 4 == 0
     assert min(s0 + size - s1 for s0, s1 in zip(starts, starts[1:])) >= 24
