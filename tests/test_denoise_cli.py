@@ -112,3 +112,31 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, sim):
     _fails(capsys, ["denoise", tmp_path / "x.tif", "-o", tmp_path / "a"], "unknown file type")
     _fails(capsys, ["denoise", star, "-o", tmp_path / "a", "-m", "tv", "--truth", tmp_path / "nan.mrcs"], "holds")
     assert not (tmp_path / "a").exists() and not list(tmp_path.glob(".a*"))
+
+
+def test_unet_trains_saves_and_reapplies_its_model(tmp_path, capsys):
+    """A short training on two micrographs writes model.pt and history.json; --model applies the same network
+    again without training, giving the same output; a micrograph below the network's minimum is refused."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:96, :80]
+    clean = np.sin(x / 5.0) * np.cos(y / 7.0)
+    for i in range(2):
+        write_micrograph(tmp_path / f"mic{i}.mrc", clean + rng.normal(0, 0.7, clean.shape), 1.0)
+    short = ["-p", "epochs=2", "-p", "steps_per_epoch=3", "-p", "batch_size=2", "-p", "crop=32", "--device", "cpu"]
+    _ok(capsys, ["denoise", tmp_path / "mic0.mrc", tmp_path / "mic1.mrc", "-o", tmp_path / "a", "-m", "unet",
+                 *short, "--no-progress"])
+    a = tmp_path / "a"
+    assert (a / "model.pt").is_file() and not list(a.glob("checkpoint_*"))
+    hist = __import__("json").loads((a / "history.json").read_text())["model.pt"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert read_metrics(a)["metrics"]["training_wall_s"] > 0
+    _ok(capsys, ["denoise", tmp_path / "mic1.mrc", "-o", tmp_path / "b", "-m", "unet", "--model", a / "model.pt",
+                 "--device", "cpu", "--no-progress"])
+    first, _ = read_micrograph(a / "denoised" / "mic1.mrc")
+    again, _ = read_micrograph(tmp_path / "b" / "denoised" / "mic1.mrc")
+    assert np.allclose(first, again, atol=1e-5 * np.abs(first).max())
+    write_micrograph(tmp_path / "tiny.mrc", rng.normal(size=(10, 12)).astype(np.float32), 1.0)
+    _fails(capsys, ["denoise", tmp_path / "tiny.mrc", "-o", tmp_path / "c", "-m", "unet"], "minimum")
+    _fails(capsys, ["denoise", tmp_path / "mic0.mrc", "-o", tmp_path / "c", "-m", "tv", "--model", a / "model.pt"],
+           "unet only")
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c*"))

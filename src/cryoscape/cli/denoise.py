@@ -63,6 +63,8 @@ def denoise_cmd(
                                    "micrograph, in input order; the inputs are then the first halves."),
     truth: List[Path] = typer.Option([], "--truth", help="Clean images (an .mrcs for a stack, one .mrc per "
                                      "micrograph; CTF-free for wiener/cwf): adds PSNR, SSIM, FRC to metrics."),
+    model: Optional[Path] = typer.Option(None, "--model", help="unet: apply this trained model.pt (from an "
+                                         "earlier run) instead of training a new one."),
     datadir: Optional[Path] = typer.Option(None, "--datadir", help="Folder of the stacks the STAR refers to."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (methods that "
                                          "run in torch: cwf, unet)."),
@@ -85,7 +87,7 @@ def denoise_cmd(
         if "device" in {f.name for f in fields(config_cls)}:
             options["device"] = device
     summary = denoise_run(inputs, out, method=method, options=options, apix=apix, datadir=datadir,
-                          odd=odd or None, truth=truth or None, overwrite=overwrite, threads=threads,
+                          odd=odd or None, truth=truth or None, model=model, overwrite=overwrite, threads=threads,
                           progress=not no_progress, echo=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(summary["metrics"]))
     typer.echo(f"wrote {out}/ ({', '.join(summary['files'][:6])}{', …' if len(summary['files']) > 6 else ''})")

@@ -17,7 +17,10 @@ The folder holds (besides ``config.yaml``, ``versions.txt``, ``run.log``, ``metr
   phase-shift columns are dropped, so no later step applies the CTF a second time;
 - micrographs: ``denoised/<input name>.mrc`` for every input;
 - ``comparison.png``: input, denoised and (with ``truth``) the clean image, side by side;
-- ``model.pt`` for ``unet`` (reusable with ``model``).
+- ``unet``: ``model.pt`` (``model_<k>.pt`` per micrograph size; reusable with ``model``), ``history.json``
+  (loss per epoch) and, while training, ``checkpoint_<k>.pt`` in the hidden ``.NAME.part`` folder: an
+  interrupted run (also by kill -9) resumes from its last epoch when the same command is run again. With
+  ``model`` the network is only applied (no training).
 
 ``truth``: the clean images (one ``.mrcs`` for a stack, one ``.mrc`` per micrograph) — the CTF-free ones
 for a method that removes the CTF — adds MSE, PSNR (per image, averaged), SSIM, Pearson correlation and,
@@ -30,6 +33,7 @@ shape.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,9 +197,55 @@ def auto_method(inputs) -> str:
     return "cwf" if stack else "unet"
 
 
+def _check_unet_size(cfg, inp: DenoiseInput) -> None:
+    """Images too small for the U-Net's training window or tiles: :class:`InputError` before anything is
+    written. Neighbor2Neighbor (n2s) trains on half-size sub-images, so it needs twice the network's
+    ``2^depth`` pixels; n2n needs ``2^depth``."""
+    mode = cfg.resolved_mode(inp.halves is not None)
+    need = 2 ** cfg.depth * (2 if mode == "n2s" else 1)
+    for g, images in zip(inp.groups, inp.images):
+        H, W = images.shape[1:]
+        if H < need or W < need:
+            raise InputError(inp.files[g[0]], f"{H}×{W} pixels is smaller than the U-Net's minimum of "
+                                              f"{need}×{need} (depth {cfg.depth}, mode {mode})")
+
+
+def _run_unet(run, inp: DenoiseInput, cfg, model_path, show: bool) -> list:
+    """Train one U-Net per image group (or load ``model_path``), save it, apply it; the denoised groups."""
+    from ..methods.denoise.learned import apply_unet, fit_unet, load_unet, save_unet
+    from ..utils.progress import progress_bar
+
+    model = None
+    if model_path is not None:
+        model, trained = load_unet(model_path, device=cfg.device)
+        run.log.info("applying %s (trained in mode %s, %d channels, depth %d)", model_path, trained.mode,
+                     trained.channels, trained.depth)
+    outs, history = [], {}
+    for k, images in enumerate(inp.images):
+        if model_path is None:
+            windows = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size
+            with progress_bar(windows, "training", show) as bar:
+                model, hist = fit_unet(images, cfg, pairs=None if inp.halves is None else inp.halves[k],
+                                       checkpoint=run.file(f"checkpoint_{k}.pt"), progress=bar)
+            name = "model.pt" if len(inp.images) == 1 else f"model_{k}.pt"
+            save_unet(model, cfg, run.file(name))
+            history[name] = hist
+            run.log.info("trained %s: loss %.4g after %d epochs", name, hist[-1]["loss"], hist[-1]["epoch"])
+        with progress_bar(int(images.shape[0]), "denoising", show) as bar:
+            outs.append(apply_unet(model, images, tile=cfg.tile, overlap=cfg.overlap, precision=cfg.precision,
+                                   progress=bar))
+    if history:
+        run.file("history.json").write_text(json.dumps(history, indent=1))
+        run.metrics["training_wall_s"] = round(sum(h["wall_s"] for hs in history.values() for h in hs), 3)
+        run.metrics["final_loss"] = float(np.mean([hs[-1]["loss"] for hs in history.values()]))
+    for k in range(len(inp.images)):
+        run.file(f"checkpoint_{k}.pt").unlink(missing_ok=True)  # the model files hold what is needed
+    return outs
+
+
 def denoise_run(inputs, out: str | Path, *, method: str = "auto", options: dict | None = None,
-                apix: float | None = None, datadir=None, odd=None, truth=None, overwrite: bool = False,
-                threads: int | None = None, progress: bool = True, echo=print) -> dict:
+                apix: float | None = None, datadir=None, odd=None, truth=None, model=None,
+                overwrite: bool = False, threads: int | None = None, progress: bool = True, echo=print) -> dict:
     """``cryoscape denoise``: check the inputs, denoise every group with ``method`` (options: the method's
     config fields, ``None`` values ignored; ``auto``: :func:`auto_method`) and write the run folder ``out`` (module docstring). Returns the
     ``metrics.json`` payload."""
@@ -222,6 +272,13 @@ def denoise_run(inputs, out: str | Path, *, method: str = "auto", options: dict 
         raise InputError(inp.files[0], f"{method} needs square images")
     if inp.halves is not None and method != "unet":
         raise InputError("--odd", "frame halves are used by --method unet only")
+    if model is not None and method != "unet":
+        raise InputError("--model", "a trained model is used by --method unet only")
+    if method == "unet":
+        if model is not None and not Path(model).is_file():
+            raise InputError(model, "file not found")
+        if model is None:
+            _check_unet_size(cfg, inp)
     clean = _read_truth(truth, inp)
     if inp.ctf is not None and inp.apix <= 0:
         raise InputError(inp.files[0], "no pixel size: give --apix")
@@ -229,23 +286,26 @@ def denoise_run(inputs, out: str | Path, *, method: str = "auto", options: dict 
     for note in inp.notes:
         echo(f"note: {note}")
     config = {"command": "denoise", "inputs": [str(p) for p in inp.files], "odd": odd, "truth": truth,
-              "method": method, "apix": inp.apix, "threads": n_threads, **asdict(cfg)}
+              "model": model, "method": method, "apix": inp.apix, "threads": n_threads, **asdict(cfg)}
     inputs_doc = {"files": [str(p) for p in inp.files], "kind": inp.kind, "n_images": inp.n_images,
                   "apix_A": inp.apix, "ctf": inp.ctf is not None, "method": method,
                   "removes_ctf": entry.removes_ctf}
-    with RunFolder(out, "denoise", config, overwrite=overwrite, inputs=inputs_doc) as run:
+    resume = method == "unet" and model is None  # training checkpoints: the same command continues
+    with RunFolder(out, "denoise", config, overwrite=overwrite, resume=resume, inputs=inputs_doc) as run:
         run.log.info("%s: %d %s, %s, %d thread(s)", method, inp.n_images, inp.kind, entry.summary, n_threads)
         for note in inp.notes:
             run.log.info("note: %s", note)
         results, t0 = [], time.perf_counter()
-        with progress_bar(inp.n_images, f"denoise ({method})", progress) as bar:
-            for k, images in enumerate(inp.images):
-                extra = {"pairs": inp.halves[k]} if inp.halves is not None else {}
-                out_k = entry(images, inp.ctf, inp.apix or 1.0, cfg, bar, **extra)
-                if out_k.shape != images.shape or not torch.isfinite(out_k).all():
-                    raise RuntimeError(f"{method} returned {tuple(out_k.shape)} images with non-finite values "
-                                       f"or the wrong shape for {tuple(images.shape)}")
-                results.append(out_k)
+        if method == "unet":
+            results = _run_unet(run, inp, cfg, model, progress)
+        else:
+            with progress_bar(inp.n_images, f"denoise ({method})", progress) as bar:
+                for images in inp.images:
+                    results.append(entry(images, inp.ctf, inp.apix or 1.0, cfg, bar))
+        for out_k, images in zip(results, inp.images):
+            if out_k.shape != images.shape or not torch.isfinite(out_k).all():
+                raise RuntimeError(f"{method} returned {tuple(out_k.shape)} images with non-finite values "
+                                   f"or the wrong shape for {tuple(images.shape)}")
         wall = time.perf_counter() - t0
         if inp.kind == "particles":
             write_stack(run.file("denoised.mrcs"), results[0].numpy(), inp.apix)
