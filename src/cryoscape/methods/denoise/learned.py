@@ -16,6 +16,10 @@ Modes (``f`` the network, ``y`` a noisy crop, ``x`` the clean image):
   of ``y`` gives one random pixel to ``g₁(y)`` and one of its horizontal or vertical neighbours in the cell
   to ``g₂(y)`` (two half-size images whose noise is independent when the noise is pixel-independent);
   loss ``‖f(g₁) − g₂‖² + γ ‖f(g₁) − g₂ − (g₁(f(y)) − g₂(f(y)))‖²`` with ``f(y)`` computed without gradient.
+  The regulariser makes ``f`` usable on the full-size image; since inference here applies ``f`` at the
+  sampling it learned (the four polyphase components, :func:`apply_unet`), the default is ``γ = 0``, which
+  skips ``f(y)`` and halves the cost of a step (measured: same correlation with the clean micrograph,
+  0.897 with γ = 0 vs 0.895 with γ = 2 on the full image, 0.908 vs 0.905 interleaved components).
 - ``"auto"``: ``"n2n"`` when pairs are given, else ``"n2s"``.
 
 Inference (:func:`apply_unet`): each image is normalised (``(y − mean) / std``), cut into overlapping tiles
@@ -23,6 +27,11 @@ Inference (:func:`apply_unet`): each image is normalised (``(y − mean) / std``
 and the tiles blended with weights ``sin²``/``cos²`` across each overlap (a partition of unity, so a smooth
 blend with no seams), then the scale undone. Memory is bounded by the tile size, not the image size.
 The output estimates the clean image WITH the CTF of the input (``REMOVES_CTF = False``).
+
+Measured defaults (2 synthetic 1024² micrographs of CTF-affected AdK particles, 1.5 Å/px, white noise at
+SNR 0.1; 2 shared CPU cores): a plain (not residual) U-Net of 16 channels and depth 3 (correlation with the
+clean micrograph 0.895 vs 0.825 for the residual form at 200 steps); 32 channels, depth 4 or a step of
+3e-3 did not beat it (0.9125, 0.910, 0.911 vs 0.913 at 400 steps, interleaved inference).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from ...utils.checks import at_least, one_of
 from ..training import TrainConfig, Trainer
 from .unet import UNet
 
-__all__ = ["UNetConfig", "fit_unet", "apply_unet", "denoise_unet", "save_unet", "load_unet",
+__all__ = ["UNetConfig", "fit_unet", "apply_unet", "denoise_unet", "save_unet", "load_unet", "build_model",
            "neighbor_indices", "subsample", "normalise", "tile_starts", "REMOVES_CTF", "MODES"]
 
 REMOVES_CTF = False
@@ -67,6 +76,7 @@ class UNetConfig:
     "bf16", "fp32"), ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``checkpoint`` (file written after
     every epoch and resumed from; None: none).
     Inference: ``tile`` (largest tile side, pixels), ``overlap`` (least overlap of neighbouring tiles).
+    The defaults are the measured ones (module docstring): 10 epochs of 40 steps of 8 windows of 128².
     """
 
     mode: str = "auto"
@@ -76,7 +86,7 @@ class UNetConfig:
     crop: int = 128
     batch_size: int = 8
     epochs: int = 10
-    steps_per_epoch: int = 50
+    steps_per_epoch: int = 40
     lr: float = 1e-3
     gamma: float = 0.0
     tile: int = 512
