@@ -2,6 +2,7 @@
 """Benchmark: covariance Wiener filtering (CWF) and the CTF-Wiener filter against ASPIRE's CWF, same files.
 
     .venv/bin/python benchmarks/denoise_cwf.py [--snr 0.01 0.1] [--n 1000] [--box 64] [--no-peer]
+    .venv/bin/python benchmarks/denoise_cwf.py --aspire-data     # the set made by ASPIRE's own simulator
 
 Data (made here, under benchmarks/out/denoise/cwf/snr<SNR>/): the embedded AdK trajectory (Cα, Gaussian
 atoms σ = 3 Å) imaged by the simulator's own API at ``--box`` pixels (pixel size chosen by the simulator so the
@@ -93,6 +94,19 @@ def make_data(snr: float, n: int, box: int, seed: int, folder: Path) -> dict:
     return {"noisy": noisy, "clean": clean, "apix": plan.apix, "table": table}
 
 
+def aspire_data(snr: float, n: int, box: int, seed: int, folder: Path) -> dict:
+    """The same kind of set made by ASPIRE's own simulator (``benchmarks/peers/aspire_cwf_data.py``: its default
+    random-blob volumes, 7 radial CTFs of its CWF example), in RELION's sign; made once, then reused."""
+    from cryoscape.io.mrc import read_stack
+    if not (folder / "clean_noctf.npy").exists():
+        subprocess.run([str(ASPIRE_PY), str(ROOT / "benchmarks" / "peers" / "aspire_cwf_data.py"), str(folder),
+                        "--snr", str(snr), "--n", str(n), "--box", str(box), "--seed", str(seed)], check=True,
+                       capture_output=True)
+    noisy, apix = read_stack(folder / "noisy.mrcs", mmap=False)
+    return {"noisy": np.asarray(noisy, np.float32), "clean": np.load(folder / "clean_noctf.npy"), "apix": float(apix),
+            "table": np.loadtxt(folder / "ctf.csv", delimiter=",", ndmin=2)}
+
+
 def psnr(est: np.ndarray, clean: np.ndarray) -> float:
     """Mean over images of 10·log10(range(clean)² / MSE) (CONVENTIONS.md)."""
     est, clean = np.asarray(est, np.float64), np.asarray(clean, np.float64)
@@ -138,12 +152,17 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-peer", action="store_true", help="skip ASPIRE")
     p.add_argument("--methods", nargs="+", default=["cwf", "wiener"])
+    p.add_argument("--aspire-data", action="store_true", help="data made by ASPIRE's simulator instead of ours")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     result = {"n_images": a.n, "box_px": a.box, "threads": 2, "load_avg_1min": os.getloadavg()[0]}
     for snr in a.snr:
-        folder = OUT / f"snr{snr:g}_n{a.n}_box{a.box}_seed{a.seed}"
-        data = make_data(snr, a.n, a.box, a.seed, folder)
+        if a.aspire_data:
+            folder = OUT / f"aspire_snr{snr:g}_n{a.n}_box{a.box}_seed{a.seed}"
+            data = aspire_data(snr, a.n, a.box, a.seed, folder)
+        else:
+            folder = OUT / f"snr{snr:g}_n{a.n}_box{a.box}_seed{a.seed}"
+            data = make_data(snr, a.n, a.box, a.seed, folder)
         row = {"noisy_psnr_dB": psnr(data["noisy"], data["clean"]), "apix_A": data["apix"]}
         for name in a.methods:
             row[name] = run_ours(name, data)

@@ -1,7 +1,5 @@
 """The scikit-image baselines (TV, bilateral, wavelet, NL-means) against simulated ground truth."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -10,25 +8,17 @@ from cryoscape.io.errors import InputError
 from cryoscape.methods.denoise.classical import (CLASSICAL_METHODS, ClassicalConfig, denoise_classical,
                                                  estimate_noise_sigma)
 
-SNRS = (0.8, 0.4, 0.1, 0.05, 0.01)  # seed 004's grid
+from conftest import SNR_GRID as SNRS, mse  # seed 004's grid
 
 
 @pytest.fixture(scope="module")
-def particles(adk):
-    """32 AdK particle images of 32 px with CTF (1–2.5 µm): ``(clean with CTF, {snr: noisy}, {snr: σ})``."""
-    from cryoscape.data.simulate import (AtomSource, SimulationConfig, add_dataset_noise, plan_simulation,
-                                         render_images)
-    cfg = SimulationConfig(n_images=32, box=32, seed=3, defocus_min_um=1.0, defocus_max_um=2.5)
-    src = AtomSource(adk.coords[::5], cfg.sigma)
-    plan = plan_simulation(cfg, src)
-    clean = render_images(plan, src, slice(0, 32), apply_ctf=True)
-    sigmas = {snr: float(clean.double().std()) / math.sqrt(snr) for snr in SNRS}
-    noisy = {snr: add_dataset_noise(clean, sigmas[snr], 11, 0) for snr in SNRS}
-    return clean, noisy, sigmas
+def particles(noisy_particles):
+    """``(clean with CTF, {snr: noisy}, {snr: σ})`` of the shared denoising set (conftest)."""
+    return noisy_particles
 
 
 def _mse(a, b):
-    return float(((a.double() - b.double()) ** 2).mean())
+    return mse(a, b)
 
 
 def test_noise_sigma_estimate(particles):

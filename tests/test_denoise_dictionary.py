@@ -1,7 +1,5 @@
 """Patch-dictionary denoisers (DDTF, K-SVD class) against simulated ground truth and the frame's algebra."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -10,26 +8,19 @@ from cryoscape.io.errors import InputError
 from cryoscape.methods.denoise.dictionary import (DDTFConfig, KSVDConfig, dct_basis, denoise_ddtf, denoise_ksvd,
                                                   learn_ddtf, overcomplete_dct, overlap_average)
 
-SNRS = (0.8, 0.4, 0.1, 0.05, 0.01)  # seed 004's grid
+from conftest import SNR_GRID as SNRS, mse  # seed 004's grid
+
 FAST_KSVD = dict(max_patches=600, batch_size=200, alpha=3.0)  # a small learning budget: the test stays fast
 
 
 @pytest.fixture(scope="module")
-def particles(adk):
-    """32 AdK particle images of 32 px with CTF (1–2.5 µm): ``(clean with CTF, {snr: noisy}, {snr: σ})``."""
-    from cryoscape.data.simulate import (AtomSource, SimulationConfig, add_dataset_noise, plan_simulation,
-                                         render_images)
-    cfg = SimulationConfig(n_images=32, box=32, seed=3, defocus_min_um=1.0, defocus_max_um=2.5)
-    src = AtomSource(adk.coords[::5], cfg.sigma)
-    plan = plan_simulation(cfg, src)
-    clean = render_images(plan, src, slice(0, 32), apply_ctf=True)
-    sigmas = {snr: float(clean.double().std()) / math.sqrt(snr) for snr in SNRS}
-    noisy = {snr: add_dataset_noise(clean, sigmas[snr], 11, 0) for snr in SNRS}
-    return clean, noisy, sigmas
+def particles(noisy_particles):
+    """``(clean with CTF, {snr: noisy}, {snr: σ})`` of the shared denoising set (conftest)."""
+    return noisy_particles
 
 
 def _mse(a, b):
-    return float(((a.double() - b.double()) ** 2).mean())
+    return mse(a, b)
 
 
 def test_dct_basis_is_orthonormal_with_constant_atom():
