@@ -59,3 +59,35 @@ def noisy_particles(adk):
 def mse(a, b) -> float:
     """Mean squared difference of two tensors, in float64."""
     return float(((a.double() - b.double()) ** 2).mean())
+
+
+class ProgressCount:
+    """A progress object that counts what it is advanced by (``n``)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def advance(self, k: int = 1) -> None:
+        self.n += k
+
+
+def cli_ok(capsys, args):
+    """Run ``cryoscape ARGS`` in-process; assert exit 0 and return the captured output."""
+    from cryoscape.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    return out
+
+
+def cli_fails(capsys, args, text, code=2):
+    """Run ``cryoscape ARGS`` in-process; assert exit ``code`` with one line on stderr containing ``text``."""
+    from cryoscape.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == code and text in err and err.count("\n") == 1, err
+    return err

@@ -19,25 +19,14 @@ from cryoscape.data.particles import load_particles
 from cryoscape.io.star import read_star
 from cryoscape.runs.folder import read_metrics
 
+from conftest import cli_fails, cli_ok
+
 N = 150
 SIM = ["--frames", "0,50,101", "--box", "32", "--apix", "3.9", "--view-cone-deg", "5", "--no-progress",
        "--threads", "1"]
 
 
-def _ok(capsys, args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    assert e.value.code == 0, out.err
-    return out
-
-
-def _fails(capsys, args, text, code=2):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert e.value.code == code and text in err and err.count("\n") == 1, err
-    return err
+_ok, _fails = cli_ok, cli_fails
 
 
 @pytest.fixture(scope="module")

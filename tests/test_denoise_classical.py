@@ -8,7 +8,7 @@ from cryoscape.io.errors import InputError
 from cryoscape.methods.denoise.classical import (CLASSICAL_METHODS, ClassicalConfig, denoise_classical,
                                                  estimate_noise_sigma)
 
-from conftest import SNR_GRID as SNRS, mse  # seed 004's grid
+from conftest import SNR_GRID as SNRS, ProgressCount, mse  # seed 004's grid
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,7 @@ def test_affine_equivariance(particles, method):
 
 def test_known_sigma_zero_is_identity_and_progress(particles):
     _, noisy, _ = particles
-
-    class Count:
-        n = 0
-
-        def advance(self, k):
-            self.n += k
-
-    c = Count()
+    c = ProgressCount()
     y = noisy[0.1][:5]
     out = denoise_classical(y, cfg=ClassicalConfig(method="tv", sigma=0.0), progress=c)
     assert torch.equal(out, y) and c.n == 5

@@ -15,21 +15,9 @@ from cryoscape.io.mrc import read_micrograph, read_stack, write_micrograph, writ
 from cryoscape.io.star import read_star
 from cryoscape.runs.folder import read_metrics
 
+from conftest import cli_fails, cli_ok
 
-def _ok(capsys, args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    assert e.value.code == 0, out.err
-    return out
-
-
-def _fails(capsys, args, text, code=2):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert e.value.code == code and text in err and err.count("\n") == 1, err
-    return err
+_ok, _fails = cli_ok, cli_fails  # the shared CLI checks (conftest)
 
 
 def _digest(path) -> str:

@@ -8,7 +8,7 @@ from cryoscape.io.errors import InputError
 from cryoscape.methods.denoise.dictionary import (DDTFConfig, KSVDConfig, dct_basis, denoise_ddtf, denoise_ksvd,
                                                   learn_ddtf, overcomplete_dct, overlap_average)
 
-from conftest import SNR_GRID as SNRS, mse  # seed 004's grid
+from conftest import SNR_GRID as SNRS, ProgressCount, mse  # seed 004's grid
 
 FAST_KSVD = dict(max_patches=600, batch_size=200, alpha=3.0)  # a small learning budget: the test stays fast
 
@@ -108,14 +108,7 @@ def test_ksvd_reduces_mse_at_every_snr(particles):
 
 def test_ksvd_fixed_sparsity_any_size_and_progress(particles):
     clean, noisy, _ = particles
-
-    class Count:
-        n = 0
-
-        def advance(self, k):
-            self.n += k
-
-    c = Count()
+    c = ProgressCount()
     y = noisy[0.4][:4, :30, :27].contiguous()
     out = denoise_ksvd(y, cfg=KSVDConfig(n_nonzero_coefs=2, **FAST_KSVD), progress=c)
     assert out.shape == y.shape and c.n == 4
