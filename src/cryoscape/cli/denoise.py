@@ -4,7 +4,6 @@ config → :mod:`cryoscape.runs.denoise`)."""
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
@@ -15,38 +14,12 @@ __all__ = ["denoise_cmd", "parse_params"]
 
 
 def parse_params(method: str, params: list[str]) -> dict:
-    """``KEY=VALUE`` strings → config overrides of ``method``, each value converted to the field's type
-    (int, float, bool, str); :class:`InputError` for an unknown key or a value of the wrong type."""
-    from ..io.errors import InputError
+    """``KEY=VALUE`` strings → config overrides of denoising ``method`` (:func:`~cryoscape.cli.params.parse_config_params`)."""
     from ..methods.denoise import get
+    from .params import parse_config_params
 
     _, config_cls = get(method).load()
-    hints = typing.get_type_hints(config_cls)
-    known = {f.name for f in fields(config_cls)}
-    out = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise InputError("--param", f"expected KEY=VALUE, got {item!r}")
-        if key not in known:
-            raise InputError("--param", f"{method} has no option {key!r}; it has {', '.join(sorted(known))}")
-        kind = hints.get(key)
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if typing.get_args(kind) else kind
-        try:
-            if value.lower() in ("none", "null") and typing.get_args(kind):
-                out[key] = None
-            elif base is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1", "yes")
-            elif base in (int, float):
-                out[key] = base(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise InputError("--param", f"{key} expects {getattr(base, '__name__', base)}, got {value!r}") from None
-    return out
+    return parse_config_params(method, config_cls, params)
 
 
 def denoise_cmd(
