@@ -213,3 +213,148 @@ def test_batches_and_progress_do_not_change_the_result(mset):
     all_ = extract_particles(mset.noisy[0], mset.coords, BOX, APIX, batch=100)
     torch.testing.assert_close(one, all_, atol=1e-5, rtol=0)
     assert bar.n == 4
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_mics(source):
+    """Two 160 × 192 micrographs at SNR 1 (seeds differ: other positions, poses, defoci), 4 particles each."""
+    cfg = MicrographConfig(size=(160, 192), apix=APIX, n_particles=4, min_distance_A=2.5 * source.radius(),
+                           edge_margin_A=BOX / 2 * APIX, snr=1.0, defocus_min_um=0.8, defocus_max_um=2.0,
+                           astigmatism_um=0.1, seed=4)
+    return simulate_micrographs(source, cfg, 2)
+
+
+def _write_inputs(folder, ms, extra=None, apix=APIX, ctf_apix=APIX):
+    """``mic_0.mrc``, ``mic_1.mrc``, ``picks.star`` (RELION many-micrograph coordinates, sub-pixel values) and
+    ``micrographs_ctf.star``; ``extra``: more (name, x, y) picks."""
+    from cryoscape.io.coords import Coordinates, write_coordinates
+    from cryoscape.io.mrc import write_micrograph
+    from cryoscape.io.star import write_micrographs_star
+
+    names = [f"mic_{m}.mrc" for m in range(len(ms))]
+    for m, name in enumerate(names):
+        write_micrograph(folder / name, ms.noisy[m].numpy(), apix)
+    mic = np.array([f"Movies/{names[m]}" for m in ms.micrograph])
+    xy = ms.coords
+    if extra:
+        mic = np.concatenate([mic, [e[0] for e in extra]])
+        xy = np.concatenate([xy, [[e[1], e[2]] for e in extra]])
+    write_coordinates(folder / "picks.star", Coordinates(mic, xy), "relion-multi")
+    write_micrographs_star(folder / "micrographs_ctf.star", [f"MotionCorr/{n}" for n in names], ms.ctf, ctf_apix)
+    return [folder / n for n in names]
+
+
+def test_cli_writes_particles_with_their_micrographs_ctf(tmp_path, two_mics, capsys):
+    """Eight particles + one whose box leaves its micrograph (skipped, counted): the stack holds the method's boxes
+    of the right micrograph in order, the STAR each particle's micrograph, coordinates and that micrograph's CTF
+    (read back by read_star), and backproject takes it with the truth poses."""
+    from conftest import cli_ok
+
+    from cryoscape.data.particles import table_ctf
+    from cryoscape.io.cryodrgn_pkl import write_poses_pkl
+    from cryoscape.io.mrc import read_stack
+    from cryoscape.io.star import read_star
+    from cryoscape.runs.folder import read_metrics
+
+    ms = two_mics
+    mics = _write_inputs(tmp_path, ms, extra=[("mic_1", 10.3, 80.0)])
+    out = tmp_path / "ex"
+    cli_ok(capsys, ["extract", *mics, "--coords", tmp_path / "picks.star", "--ctf", tmp_path / "micrographs_ctf.star",
+                    "--box", BOX, "-o", out, "--no-progress"])
+    summary = read_metrics(out)
+    assert summary["metrics"]["n_particles"] == 8 and summary["metrics"]["n_skipped_edge"] == 1
+    assert summary["metrics"]["n_coordinates"] == 9
+    assert {"particles.mrcs", "particles.star", "config.yaml", "run.log"} <= set(summary["files"])
+    stack, apix = read_stack(out / "particles.mrcs")
+    assert stack.shape == (8, BOX, BOX) and apix == pytest.approx(APIX)
+    table = read_star(out / "particles.star")
+    p = table.particles
+    assert p["rlnImageName"].tolist() == [f"{i:06d}@particles.mrcs" for i in range(1, 9)]
+    assert p["rlnMicrographName"].tolist() == ["MotionCorr/mic_0.mrc"] * 4 + ["MotionCorr/mic_1.mrc"] * 4
+    np.testing.assert_allclose(p[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), ms.coords, atol=1e-5)
+    ctf = table_ctf(table)
+    for f in ("defocus_u", "defocus_v", "angle_ast", "voltage_kv", "cs_mm", "amp_contrast"):
+        np.testing.assert_allclose(getattr(ctf, f).numpy(), getattr(ms.ctf, f).numpy()[ms.micrograph],
+                                   rtol=1e-6, atol=1e-6)
+    assert (p["rlnDefocusU"].iloc[:4] != p["rlnDefocusU"].iloc[4]).all()
+    np.testing.assert_allclose(table.apix, APIX)
+    assert (table.box == BOX).all() and (table.shifts_angst() == 0).all()
+    for m in range(2):  # the stack is the method's boxes, micrograph by micrograph
+        sel = ms.micrograph == m
+        expect = extract_particles(ms.noisy[m], ms.coords[sel], BOX, APIX)
+        np.testing.assert_allclose(stack[4 * m:4 * m + 4], expect.numpy(), atol=1e-5)
+    write_poses_pkl(tmp_path / "poses.pkl", ms.rotations, np.zeros((8, 2)))
+    cli_ok(capsys, ["backproject", out / "particles.star", "--poses", tmp_path / "poses.pkl", "-o", tmp_path / "bp",
+                    "--no-half-maps", "--no-progress", "--device", "cpu"])
+    assert read_metrics(tmp_path / "bp")["metrics"]["n_images"] == 8
+
+
+def test_cli_phase_flip_bin_and_uncentred_origins(tmp_path, two_mics, capsys):
+    """``--phase-flip`` uses each micrograph's own CTF (the boxes equal the method's with that CTF) and marks the
+    optics; ``--bin 2`` halves the box and doubles the pixel size; ``--no-subpixel`` writes RELION origins
+    ``−δ · apix`` (Å, micrograph pixels' δ) that backproject-style readers apply."""
+    from conftest import cli_ok
+
+    from cryoscape.io.mrc import read_stack
+    from cryoscape.io.star import read_star
+
+    ms = two_mics
+    mics = _write_inputs(tmp_path, ms)
+    out = tmp_path / "ex"
+    cli_ok(capsys, ["extract", *mics, "-c", tmp_path / "picks.star", "--ctf", tmp_path / "micrographs_ctf.star",
+                    "--box", BOX, "--bin", 2, "--phase-flip", "--no-subpixel", "-o", out, "--no-progress"])
+    stack, apix = read_stack(out / "particles.mrcs")
+    assert stack.shape == (8, BOX // 2, BOX // 2) and apix == pytest.approx(2 * APIX)
+    for m in range(2):
+        sel = ms.micrograph == m
+        expect = extract_particles(ms.noisy[m], ms.coords[sel], BOX, APIX, bin=2, subpixel=False,
+                                   phase_flip_ctf=ms.ctf.subset([m]))
+        np.testing.assert_allclose(stack[4 * m:4 * m + 4], expect.numpy(), atol=1e-4)
+        wrong = extract_particles(ms.noisy[m], ms.coords[sel], BOX, APIX, bin=2, subpixel=False,
+                                  phase_flip_ctf=ms.ctf.subset([1 - m]))
+        assert np.abs(stack[4 * m:4 * m + 4] - wrong.numpy()).max() > 0.1
+    table = read_star(out / "particles.star")
+    assert (table.particles["rlnCtfDataArePhaseFlipped"] == 1).all()
+    np.testing.assert_allclose(table.shifts_angst(), -subpixel_residual(ms.coords) * APIX, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+def test_cli_bad_input_one_line_nothing_written(tmp_path, two_mics, capsys):
+    """Each bad input: exit 2, one line naming the problem, no run folder (nor its hidden working folder)."""
+    from conftest import cli_fails
+
+    from cryoscape.io.mrc import write_micrograph
+
+    ms = two_mics
+    mics = _write_inputs(tmp_path, ms)
+    coords, ctf = tmp_path / "picks.star", tmp_path / "micrographs_ctf.star"
+    out = tmp_path / "ex"
+    base = ["extract", *mics, "--coords", coords, "-o", out, "--no-progress"]
+    cli_fails(capsys, base + ["--box", 200], "smaller than the 200-px box")
+    cli_fails(capsys, base + ["--box", BOX, "--phase-flip"], "--phase-flip")
+    cli_fails(capsys, base + ["--box", BOX, "--bin", 3], "--bin")
+    # one micrograph only: the picks of the other name an unknown micrograph
+    cli_fails(capsys, ["extract", mics[0], "--coords", coords, "-o", out, "--box", BOX], "not among the 1 given")
+    # a coordinate outside its micrograph
+    (tmp_path / "far").mkdir()
+    far = _write_inputs(tmp_path / "far", ms, extra=[("mic_0.mrc", 191.6, 20.0)])
+    cli_fails(capsys, ["extract", *far, "--coords", tmp_path / "far" / "picks.star", "-o", out, "--box", BOX],
+              "outside the 192 × 160")
+    # NaN pixels
+    img = ms.noisy[1].numpy().copy()
+    img[5, 7] = np.nan
+    write_micrograph(tmp_path / "nan" / "mic_1.mrc", img, APIX)
+    cli_fails(capsys, ["extract", mics[0], tmp_path / "nan" / "mic_1.mrc", "--coords", coords, "-o", out,
+                       "--box", BOX], "NaN")
+    # mismatched pixel sizes: between micrographs, and between the micrographs and the CTF file
+    write_micrograph(tmp_path / "other" / "mic_1.mrc", ms.noisy[1].numpy(), 2.5)
+    cli_fails(capsys, ["extract", mics[0], tmp_path / "other" / "mic_1.mrc", "--coords", coords, "-o", out,
+                       "--box", BOX], "pixel size 2.5 Å differs")
+    (tmp_path / "ctf").mkdir()
+    mics3 = _write_inputs(tmp_path / "ctf", ms, ctf_apix=1.5)
+    cli_fails(capsys, ["extract", *mics3, "--coords", coords, "--ctf", tmp_path / "ctf" / "micrographs_ctf.star",
+                       "-o", out, "--box", BOX], "differs from the micrographs' 2 Å")
+    cli_fails(capsys, base + ["--box", BOX, "--apix", 3.0], "--apix")
+    assert not out.exists() and not any(p.name.startswith(".ex") for p in tmp_path.iterdir())

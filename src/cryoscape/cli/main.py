@@ -19,6 +19,7 @@ from . import simulate as _simulate
 from . import spectral as _spectral
 from . import analyze as _analyze
 from . import eval_vol as _eval_vol
+from . import extract as _extract
 from . import train_vae as _train_vae
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,6 +37,7 @@ app.command("filter")(_filter.filter_cmd)
 app.command("class2d")(_class2d.class2d_cmd)
 app.command("cluster2d")(_cluster2d.cluster2d_cmd)
 app.command("denoise")(_denoise.denoise_cmd)
+app.command("extract")(_extract.extract_cmd)
 
 
 def _print_version(value: bool):

@@ -183,7 +183,7 @@ def extract_particles(micrograph, xy, box: int, apix: float, *, subpixel: bool =
     d = box // bin
     radius = DEFAULT_BG_FRACTION * d if bg_radius_px is None else float(bg_radius_px)
     dev = mic.device
-    fill = float(mic.double().mean())
+    fill = float(mic.mean(dtype=torch.float64)) if edge == "pad" else 0.0
     grid = ImagingGrid(box, apix, pad=1, dtype=torch.float32, device=dev) if phase_flip_ctf is not None else None
     corners = torch.as_tensor(window_corners(xy, box), device=dev)
     delta = torch.as_tensor(subpixel_residual(xy), dtype=torch.float32, device=dev)
