@@ -59,15 +59,17 @@ def _rel(a, b):
 def test_extraction_equals_the_forward_models_images(source, mset):
     """The noiseless micrograph's boxes are the particle simulator's images of the same poses and CTF.
 
-    Why the tolerances are what they are: the CTF moves signal by at most λ Δf k_Nyquist ≈ 0.0197 Å ·
-    1.2e4 Å · 0.25 Å⁻¹ ≈ 59 Å ≈ 30 px, so a particle's CTF-filtered image reaches ≈ 20 + 30 = 50 px from its
-    centre. The neighbours are ≥ 81 px away: their delocalised signal reaching the box is the neighbours'
-    overlap. The truth is rendered on a 128-px canvas (64 px each way), so the particle's own spread is not
-    wrapped there either, and beyond the box it is cut in both. Without sub-pixel centring the extracted box
-    is then the truth with the residual offset δ to float precision (measured 1e-6). Sub-pixel centring
-    moves the box by −δ periodically: up to half a pixel column of CTF fringes at the box's edges wraps
-    around (measured 0.10–0.15 % of the image's norm), so 0.5 % is allowed; centring by the wrong sign or
-    not at all is off by > 5 % (checked)."""
+    Why the tolerances are what they are: the CTF moves signal of frequency k by λ Δf k, at most
+    0.0197 Å · 1.2e4 Å · 0.25 Å⁻¹ ≈ 59 Å ≈ 30 px at Nyquist, so a particle's CTF-filtered image reaches
+    up to ≈ 20 + 30 = 50 px from its centre; the neighbours are ≥ 81 px away and the box's corners 45 px,
+    so only a neighbour's frequencies above ~half Nyquist (moved ≥ 16 px) could reach the box (the
+    neighbours' overlap); the atoms' Gaussian (σ = 1.5 px) damps them and the CTF spreads them thin. The
+    truth is rendered on a 128-px canvas (64 px each way), so the particle's own spread is not wrapped
+    there, and beyond the box it is cut in both. Without sub-pixel centring the extracted box is then the
+    truth with the residual offset δ to float precision (measured 1e-6). Sub-pixel centring moves the box
+    by −δ periodically: up to half a pixel column of CTF fringes at the box's edges wraps around (measured
+    0.10–0.15 % of the image's norm), so 0.5 % is allowed; centring by the wrong sign or not at all is off
+    by > 5 % (checked)."""
     delta = subpixel_residual(mset.coords)
     assert (np.abs(delta).max(1) > 0.15).all()  # every particle needs the sub-pixel shift
     field = mset.clean[0]
@@ -320,6 +322,54 @@ def test_cli_phase_flip_bin_and_uncentred_origins(tmp_path, two_mics, capsys):
     np.testing.assert_allclose(table.shifts_angst(), -subpixel_residual(ms.coords) * APIX, atol=1e-5)
 
 
+def test_cli_per_micrograph_coordinate_files_and_pad(tmp_path, two_mics, capsys):
+    """RELION per-micrograph coordinate STARs (one named ``<micrograph>_autopick.star``, as RELION's picker does)
+    find their micrographs; no CTF file: no CTF columns; ``--pad`` keeps the box cut by the edge, filled with
+    the micrograph's mean (before normalisation: ``--no-norm``)."""
+    from conftest import cli_ok
+
+    from cryoscape.io.coords import Coordinates, write_coordinates
+    from cryoscape.io.mrc import read_stack
+    from cryoscape.io.star import read_star
+    from cryoscape.runs.folder import read_metrics
+
+    ms = two_mics
+    mics = _write_inputs(tmp_path, ms)
+    xy1 = np.concatenate([ms.coords[ms.micrograph == 1], [[10.0, 80.0]]])
+    write_coordinates(tmp_path / "mic_0.star", Coordinates.for_micrograph("mic_0", ms.coords[ms.micrograph == 0]),
+                      "relion")
+    write_coordinates(tmp_path / "mic_1_autopick.star", Coordinates.for_micrograph("x", xy1), "relion")
+    out = tmp_path / "ex"
+    cli_ok(capsys, ["extract", *mics, "-c", tmp_path / "mic_1_autopick.star", "-c", tmp_path / "mic_0.star",
+                    "--box", BOX, "--pad", "--no-norm", "-o", out, "--no-progress"])
+    metrics = read_metrics(out)["metrics"]
+    assert metrics["n_particles"] == 9 and metrics["n_padded"] == 1 and metrics["n_skipped_edge"] == 0
+    table = read_star(out / "particles.star")
+    assert table.particles["rlnMicrographName"].tolist() == [str(mics[0])] * 4 + [str(mics[1])] * 5
+    assert "rlnDefocusU" not in table.particles
+    stack, _ = read_stack(out / "particles.mrcs")
+    cut = stack[8]  # centre (10, 80): columns −22 .. −1 of the window lie outside
+    np.testing.assert_allclose(cut[:, :BOX // 2 - 10], float(ms.noisy[1].double().mean()), rtol=1e-5)
+    np.testing.assert_allclose(cut[:, BOX // 2 - 10:], ms.noisy[1][48:112, :BOX // 2 + 10].numpy(), atol=1e-5)
+    # one micrograph and a file that does not name it (EMAN .box, named after something else): its picks
+    write_coordinates(tmp_path / "picked.box", Coordinates.for_micrograph("y", ms.coords[ms.micrograph == 0]),
+                      "eman", box=BOX)
+    cli_ok(capsys, ["extract", mics[0], "-c", tmp_path / "picked.box", "--box", BOX, "-o", tmp_path / "one",
+                    "--no-progress"])
+    assert read_metrics(tmp_path / "one")["metrics"]["n_particles"] == 4
+
+
+def test_match_micrograph_names():
+    """Coordinate names → micrographs: folders and extensions dropped, RELION's ``_autopick`` suffix allowed."""
+    from cryoscape.runs.extract import match_micrograph
+    stems = ["mic_1", "mic_12", "a.b"]
+    assert match_micrograph("Movies/mic_1.mrc", stems) == 0
+    assert match_micrograph("mic_12_autopick", stems) == 1  # the longest name it starts with
+    assert match_micrograph("mic_1_autopick.star", stems) == 0
+    assert match_micrograph("a.b.mrc", stems) == 2
+    assert match_micrograph("mic_2", stems) is None and match_micrograph("mic_123", stems) is None
+
+
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")
 def test_cli_bad_input_one_line_nothing_written(tmp_path, two_mics, capsys):
     """Each bad input: exit 2, one line naming the problem, no run folder (nor its hidden working folder)."""
@@ -329,7 +379,7 @@ def test_cli_bad_input_one_line_nothing_written(tmp_path, two_mics, capsys):
 
     ms = two_mics
     mics = _write_inputs(tmp_path, ms)
-    coords, ctf = tmp_path / "picks.star", tmp_path / "micrographs_ctf.star"
+    coords = tmp_path / "picks.star"
     out = tmp_path / "ex"
     base = ["extract", *mics, "--coords", coords, "-o", out, "--no-progress"]
     cli_fails(capsys, base + ["--box", 200], "smaller than the 200-px box")
