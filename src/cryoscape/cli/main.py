@@ -15,7 +15,9 @@ from . import backproject as _backproject
 from . import demo as _demo
 from . import downsample as _downsample
 from . import fsc as _fsc
+from . import pick as _pick
 from . import simulate as _simulate
+from . import simulate_micrographs as _simulate_micrographs
 from . import spectral as _spectral
 from . import analyze as _analyze
 from . import eval_vol as _eval_vol
@@ -25,6 +27,7 @@ from . import train_vae as _train_vae
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cryoscape: heterogeneous single-particle cryo-EM, from atoms to images and back.")
 app.command("simulate")(_simulate.simulate)
+app.command("simulate-micrographs")(_simulate_micrographs.simulate_micrographs_cmd)
 app.command("demo")(_demo.demo)
 app.command("backproject")(_backproject.backproject)
 app.command("fsc")(_fsc.fsc_cmd)
@@ -37,6 +40,7 @@ app.command("filter")(_filter.filter_cmd)
 app.command("class2d")(_class2d.class2d_cmd)
 app.command("cluster2d")(_cluster2d.cluster2d_cmd)
 app.command("denoise")(_denoise.denoise_cmd)
+app.command("pick")(_pick.pick_cmd)
 app.command("extract")(_extract.extract_cmd)
 
 
