@@ -25,7 +25,8 @@ import pandas as pd
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["ParticleTable", "read_star", "write_star", "split_image_names", "OPTICS_COLUMNS"]
+__all__ = ["ParticleTable", "read_star", "write_star", "split_image_names", "OPTICS_COLUMNS",
+           "write_micrographs_star", "read_micrographs_star"]
 
 OPTICS_COLUMNS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
                   "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality")
@@ -293,3 +294,141 @@ def write_star(path: str | Path, particles: pd.DataFrame, optics: pd.DataFrame) 
         + "# version 30001\n\n" + _block_text("particles", parts)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------- micrographs STAR
+
+MICROGRAPH_CTF_KEYS = ("defocus_u", "defocus_v", "angle_ast", "voltage_kv", "cs_mm", "amp_contrast", "phase_shift",
+                       "bfactor")
+
+
+def _ctf_value(ctf, key: str, n: int) -> np.ndarray:
+    """``(n,)`` float64 values of CTF field ``key`` from a ``CTFParams``-like object (attributes) or a dict of
+    columns (io imports no physics: the object is read by its attribute names)."""
+    v = ctf[key] if isinstance(ctf, dict) else getattr(ctf, key)
+    v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float64).reshape(-1)
+    if v.size == 1:
+        v = np.full(n, float(v[0]))
+    if v.size != n:
+        raise ValueError(f"CTF field {key} has {v.size} values for {n} micrographs")
+    return v
+
+
+def write_micrographs_star(path: str | Path, names, ctf, apix: float) -> None:
+    """Write a RELION 3.1+ micrographs STAR (as CtfFind's ``micrographs_ctf.star``), atomically.
+
+    ``data_optics``: one group (rlnOpticsGroupName, rlnOpticsGroup, rlnMicrographOriginalPixelSize, rlnVoltage,
+    rlnSphericalAberration, rlnAmplitudeContrast, rlnMicrographPixelSize); ``data_micrographs``: one row per
+    micrograph (rlnMicrographName, rlnOpticsGroup, rlnDefocusU, rlnDefocusV, rlnCtfAstigmatism = |U − V|,
+    rlnDefocusAngle, rlnPhaseShift, rlnCtfBfactor). Defoci in Å, angles in degrees in the file.
+
+    Args:
+        names: ``M`` micrograph names (paths as the reader should resolve them).
+        ctf: a :class:`cryoscape.physics.ctf.CTFParams` with ``M`` entries (or a dict of its fields as columns,
+            angles in radians); one voltage, Cs and amplitude contrast for all (one optics group).
+        apix: micrograph pixel size in Å.
+    """
+    names = [str(n) for n in names]
+    m = len(names)
+    if m == 0:
+        raise ValueError("no micrographs to write")
+    if not (apix > 0 and math.isfinite(apix)):
+        raise ValueError(f"pixel size must be > 0, got {apix}")
+    col = {k: _ctf_value(ctf, k, m) for k in MICROGRAPH_CTF_KEYS}
+    for k in ("voltage_kv", "cs_mm", "amp_contrast"):
+        if np.ptp(col[k]) > 0:
+            raise ValueError(f"one optics group: {k} must be the same for every micrograph")
+    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                           "rlnMicrographOriginalPixelSize": [float(apix)], "rlnVoltage": [col["voltage_kv"][0]],
+                           "rlnSphericalAberration": [col["cs_mm"][0]],
+                           "rlnAmplitudeContrast": [col["amp_contrast"][0]], "rlnMicrographPixelSize": [float(apix)]})
+    mics = pd.DataFrame({"rlnMicrographName": names, "rlnOpticsGroup": np.ones(m, dtype=int),
+                         "rlnDefocusU": col["defocus_u"], "rlnDefocusV": col["defocus_v"],
+                         "rlnCtfAstigmatism": np.abs(col["defocus_u"] - col["defocus_v"]),
+                         "rlnDefocusAngle": np.rad2deg(col["angle_ast"]),
+                         "rlnPhaseShift": np.rad2deg(col["phase_shift"]), "rlnCtfBfactor": col["bfactor"]})
+    text = "# version 30001 (written by cryoscape)\n\n" + _block_text("optics", optics) \
+        + "# version 30001\n\n" + _block_text("micrographs", mics)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def read_micrographs_star(path: str | Path) -> tuple[list[str], dict, float]:
+    """Read a RELION micrographs STAR (3.1+: ``data_optics`` + ``data_micrographs``; also RELION 3.0's single
+    block with the optics columns per row).
+
+    Returns:
+        ``(names, ctf_columns, apix)``: the ``M`` rlnMicrographName strings; the CTF as plain ``(M,)`` float64
+        arrays in the units of :class:`cryoscape.physics.ctf.CTFParams` (``defocus_u``, ``defocus_v`` Å,
+        ``angle_ast`` rad, ``voltage_kv``, ``cs_mm``, ``amp_contrast``, ``phase_shift`` rad, ``bfactor`` Å²; io
+        builds no physics objects: ``CTFParams(**ctf_columns)``, or
+        :func:`cryoscape.data.micrographs.read_micrographs_ctf`); the pixel size in Å (rlnMicrographPixelSize,
+        else rlnImagePixelSize, else rlnMicrographOriginalPixelSize).
+
+    Raises:
+        InputError: naming the file: unreadable, no micrograph block or rows, missing columns (name, defoci,
+        voltage, Cs, amplitude contrast, pixel size), non-numeric or non-finite values, undefined optics groups,
+        several pixel sizes, or values out of range.
+    """
+    path = Path(path)
+    blocks = _read_blocks(path)
+    optics = blocks.get("optics")
+    mics = blocks.get("micrographs")
+    if mics is None:
+        cands = [v for k, v in blocks.items() if k != "optics" and "rlnMicrographName" in v.columns]
+        if not cands:
+            raise InputError(path, "no data_micrographs block (no loop with rlnMicrographName)")
+        mics = cands[0]
+    mics = mics.copy()
+    if len(mics) == 0:
+        raise InputError(path, "the micrographs block is empty")
+    if "rlnMicrographName" not in mics.columns:
+        raise InputError(path, "missing column rlnMicrographName")
+    if optics is not None:
+        if "rlnOpticsGroup" not in optics.columns:
+            raise InputError(path, "data_optics block has no rlnOpticsGroup column")
+        if "rlnOpticsGroup" not in mics.columns:
+            if len(optics) != 1:
+                raise InputError(path, "micrographs have no rlnOpticsGroup but there are several optics groups")
+            mics["rlnOpticsGroup"] = optics["rlnOpticsGroup"].iloc[0]
+        unknown = set(mics["rlnOpticsGroup"].tolist()) - set(optics["rlnOpticsGroup"].tolist())
+        if unknown:
+            raise InputError(path, f"micrographs refer to undefined optics group(s) {sorted(unknown)}")
+        dup = [c for c in optics.columns if c in mics.columns and c != "rlnOpticsGroup"]
+        merged = mics.drop(columns=dup).merge(optics, on="rlnOpticsGroup", how="left", sort=False)
+        for c in dup:  # per-micrograph values win over the optics group's
+            merged[c] = mics[c].to_numpy()
+        mics = merged
+    apix_col = next((c for c in ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
+                     if c in mics.columns), None)
+    need = ["rlnDefocusU", "rlnDefocusV", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]
+    missing = [c for c in need if c not in mics.columns] + ([] if apix_col else ["rlnMicrographPixelSize"])
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)} needed for the micrographs' CTF")
+    numeric = need + [apix_col] + [c for c in ("rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBfactor") if c in mics]
+    vals = {}
+    for c in numeric:
+        conv = pd.to_numeric(mics[c], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(conv)
+        if bad.any():
+            row = int(np.nonzero(bad)[0][0])
+            raise InputError(path, f"column {c} has a non-numeric or non-finite value {mics[c].iloc[row]!r} "
+                                   f"(row {row + 1})")
+        vals[c] = conv
+    apixes = np.unique(vals[apix_col])
+    if len(apixes) != 1 or apixes[0] <= 0:
+        raise InputError(path, f"expected one pixel size > 0, found {apixes.tolist()}")
+    if (vals["rlnVoltage"] <= 0).any():
+        raise InputError(path, "rlnVoltage must be > 0 kV")
+    if ((vals["rlnAmplitudeContrast"] < 0) | (vals["rlnAmplitudeContrast"] >= 1)).any():
+        raise InputError(path, "rlnAmplitudeContrast must be in [0, 1)")
+    names = [str(n) for n in mics["rlnMicrographName"].tolist()]
+    if len(set(names)) != len(names):
+        raise InputError(path, "rlnMicrographName has repeated names")
+    m = len(names)
+    get = lambda c: vals[c] if c in vals else np.zeros(m)  # noqa: E731
+    cols = {"defocus_u": vals["rlnDefocusU"], "defocus_v": vals["rlnDefocusV"],
+            "angle_ast": np.deg2rad(get("rlnDefocusAngle")), "voltage_kv": vals["rlnVoltage"],
+            "cs_mm": vals["rlnSphericalAberration"], "amp_contrast": vals["rlnAmplitudeContrast"],
+            "phase_shift": np.deg2rad(get("rlnPhaseShift")), "bfactor": get("rlnCtfBfactor")}
+    return names, cols, float(apixes[0])
