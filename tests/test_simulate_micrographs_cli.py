@@ -43,6 +43,7 @@ def test_folder_matches_the_library_simulation(run_dir, adk):
     from cryoscape.geometry.rotations import euler_to_matrix
     import mrcfile
 
+    from cryoscape.io.coords import read_coordinates
     from cryoscape.io.mrc import read_micrograph
     from cryoscape.io.star import read_star
     from cryoscape.runs.folder import read_metrics
@@ -81,6 +82,11 @@ def test_folder_matches_the_library_simulation(run_dir, adk):
     pxy = parts[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
     assert np.sqrt(((pxy[:, None] - junk[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()[None]) ** 2)
                    .sum(-1)).min() > 10
+    # the truth files read as coordinate files ("relion-multi": micrograph name + RELION coordinates)
+    truth = read_coordinates(run_dir / "truth" / "particles.star")
+    assert list(truth.micrograph) == [names[m] for m in ms.micrograph]
+    np.testing.assert_allclose(truth.xy, ms.coords, atol=1e-5)
+    np.testing.assert_allclose(read_coordinates(run_dir / "truth" / "junk.star").xy, ms.junk_xy, atol=1e-5)
     meta = read_metrics(run_dir)
     assert meta["metrics"]["n_particles"] == 6 and meta["metrics"]["n_junk"] == 3
     assert meta["metrics"]["snr_particles"] == pytest.approx(float(np.mean(ms.snr_particles)), rel=1e-6)

@@ -20,7 +20,10 @@ the inputs, writes the folder and resumes an interrupted run. The folder holds (
 Micrograph names in the STAR files are paths relative to the run folder (``micrographs/NAME.mrc``), as RELION
 names them relative to its project folder. Coordinates are RELION's: ``rlnCoordinateX`` the column and
 ``rlnCoordinateY`` the row, in pixels from the centre of pixel 0 (RELION extracts the box whose centre pixel is
-at the coordinate's integer part, 0-based: ``preprocessing.cpp``), i.e. our ``(x, y)`` unchanged.
+at the coordinate's integer part, 0-based: ``preprocessing.cpp``), i.e. our ``(x, y)`` unchanged, as
+:mod:`cryoscape.io.coords` reads and writes them. The two truth tables carry more columns than a coordinate file
+(poses, defocus, kinds), so they are written with :func:`cryoscape.io.star.write_star`; both read as
+``relion-multi`` coordinate files (:func:`cryoscape.io.coords.read_coordinates`).
 
 Work happens in ``.NAME.part`` with a checkpoint after every micrograph (``progress.json`` and the micrograph's
 truth in ``.parts/NAME.npz``): the same command with the same options and inputs continues after the last
