@@ -30,9 +30,9 @@ Junk (never listed as particles; listed with its kind, centre and radius)
     ``junk_fraction = f`` is the share of the objects of a micrograph that are junk: with ``n`` particles,
     ``n_junk = round(n f / (1 − f))`` objects of the kinds ``junk_kinds`` (drawn with equal probability), placed
     before the particles (largest first), uniformly, at least ``r_junk + r_other`` apart; the particles are then
-    kept at least ``r_particle + r_junk`` from every junk centre. ``p_ref`` is the largest pixel of the CTF-free projection
-    of conformation 0 at the identity pose (the particle's peak projected density) and sets the scale of all
-    junk and background.
+    kept at least ``r_particle + r_junk`` from every junk centre. ``p_ref`` is the largest pixel of the
+    CTF-free projection of conformation 0 at the identity pose (the particle's peak projected density) and sets
+    the scale of all junk and background.
 
     - ``ice``: a contamination blob: the projection of an ellipsoid (chord length) of semi-axes ``R`` and
       ``q R`` (``R ∈ [1, 2.5] r_particle``, ``q ∈ [0.6, 1]``, random azimuth), peak ``ice_contrast · p_ref ·
@@ -457,11 +457,11 @@ def _n_particles(cfg: MicrographConfig, radius_A: float) -> int:
 
 
 def _place(rng: np.random.Generator, n: int, H: int, W: int, margin: float, dmin: float, m: int,
-           allowed=None) -> np.ndarray:
+           allowed=None, beside: str = "") -> np.ndarray:
     """``(n, 2)`` centres ``(x, y)`` in px, uniform in ``[margin, W−1−margin] × [margin, H−1−margin]``, pairwise
     ≥ ``dmin`` apart (random sequential addition: candidates are drawn in batches and kept in order when far
     enough from every kept one, and ``allowed(c)`` when given); :class:`InputError` when the budget of
-    ``200 n + 1000`` candidates is spent."""
+    ``200 n + 1000`` candidates is spent (``beside`` says what ``allowed`` keeps them from, for the message)."""
     lo, hx, hy = margin, W - 1 - margin, H - 1 - margin
     kept = np.empty((0, 2))
     budget, d2 = 200 * n + 1000, dmin * dmin
@@ -476,7 +476,6 @@ def _place(rng: np.random.Generator, n: int, H: int, W: int, margin: float, dmin
             if d2 == 0 or len(kept) == 0 or np.min(((kept - c) ** 2).sum(-1)) >= d2:
                 kept = np.vstack([kept, c])
     if len(kept) < n:
-        beside = " beside the junk and off the carbon" if allowed is not None else ""
         raise InputError("--n-particles", f"placed {len(kept)} of {n} particles at least {dmin:.1f} px apart"
                                           f"{beside} in micrograph {m}; ask for fewer particles or a smaller "
                                           "--min-distance")
@@ -676,7 +675,9 @@ class MicrographSimulator:
             jr2 = (np.array([o.radius_px for o in junk]) + self.r_px) ** 2
             tests.append(lambda c: bool((((jxy - c) ** 2).sum(-1) >= jr2).all()))
         allowed = (lambda c: all(t(c) for t in tests)) if tests else None
-        centres = _place(rng, self.n, *self.shape, self.margin, self.dmin, m, allowed)
+        beside = " and ".join((["off the carbon"] if carbon is not None else [])
+                              + (["beside the junk"] if junk else []))
+        centres = _place(rng, self.n, *self.shape, self.margin, self.dmin, m, allowed, beside and " " + beside)
         conf = rng.integers(0, self.source.n_conformations, len(centres))
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
         R = random_rotations(len(centres), gen, dtype=torch.float64)
