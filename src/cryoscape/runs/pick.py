@@ -107,7 +107,7 @@ def _coordinates_per_micrograph(path: Path, files: list[Path], images: list[np.n
     for name in np.unique(names):
         i = micrograph_index(str(name), files)
         if i is None:
-            raise InputError(path, f"names micrograph {name!r}, which is not among the inputs")
+            raise InputError(path, f"names micrograph {str(name)!r}, which is not among the inputs")
         xy = np.asarray(coords.xy, dtype=np.float64)[names == name]
         H, W = images[i].shape
         bad = (xy[:, 0] < -0.5) | (xy[:, 0] > W - 0.5) | (xy[:, 1] < -0.5) | (xy[:, 1] > H - 0.5)
@@ -120,15 +120,15 @@ def _coordinates_per_micrograph(path: Path, files: list[Path], images: list[np.n
 
 def _ctf_per_micrograph(path: Path, files: list[Path]):
     """A RELION micrographs STAR → a list of one-entry CTFParams, in the order of ``files``."""
-    from ..io.star import read_micrographs_star
+    from ..data.micrographs import read_micrographs_ctf
 
-    names, ctf, _ = read_micrographs_star(path)
+    names, ctf, _ = read_micrographs_ctf(path)
     out = []
     for f in files:
         hits = [j for j, n in enumerate(names) if micrograph_index(str(n), [f]) == 0]
         if not hits:
             raise InputError(path, f"has no CTF for micrograph {f.name}")
-        out.append(ctf.subset([hits[0]]) if hasattr(ctf, "subset") else ctf[hits[0]:hits[0] + 1])
+        out.append(ctf.subset([hits[0]]))
     return out
 
 
@@ -195,6 +195,7 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
         raise InputError("--radius", "the learned picker needs the particle radius in Å to train")
     cfg = _method_config(method, options or {}, radius_A, model_cfg)
     radius_px = _radius_A(cfg) / apix
+    _check_sizes(files, images, method, cfg, apix, radius_px)
     label_xy = _coordinates_per_micrograph(labels, files, images) if labels is not None else None
     truth_xy = _coordinates_per_micrograph(truth, files, images) if truth is not None else None
     ctfs = _ctf_per_micrograph(ctf_star, files) if ctf_star is not None else None
@@ -223,7 +224,8 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
                 net, info = _train(images, label_xy, apix, cfg, train_micrographs, rf, progress, echo)
                 t_train = info["wall_s"]
                 rf.metrics.update({"training_s": round(t_train, 2), "n_labels": info["n_labels"],
-                                   "binning": info["k"], "class_prior": round(info["prior"], 5)})
+                                   "binning": info["k"], "class_prior": round(info["prior"], 5),
+                                   "threshold_logit": round(info["threshold"], 4)})
             else:
                 net = loaded[0]
             kwargs["model"] = net
@@ -253,6 +255,18 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
             rf.metrics.update(_scores(files, picks, truth_xy, radius_px, match_radius))
         echo(f"picked {n} particles on {len(files)} micrographs ({t_pick / len(files):.2f} s each)")
     return rf.summary
+
+
+def _check_sizes(files, images, method, cfg, apix, radius_px) -> None:
+    """Every micrograph must hold one particle box (and, for the learned picker, its network's window)."""
+    side = int(2 * np.ceil(radius_px) + 1)
+    if method == "learned":
+        from ..methods.pick.learned import PickerNet, bin_factor
+        side = max(side, bin_factor(cfg.radius_A, apix, cfg.radius_bin) * (2 * PickerNet.margin + 1))
+    for f, img in zip(files, images):
+        if min(img.shape) < side:
+            raise InputError(f, f"{img.shape[1]} × {img.shape[0]} px is smaller than the {method} picker's "
+                                f"{side} px window for a {radius_px:.1f} px radius")
 
 
 def _load_templates(path: Path | None, apix: float, cfg):

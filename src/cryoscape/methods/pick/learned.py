@@ -16,8 +16,8 @@ Seed 004's pipeline, step by step (the functions that do each):
    micrographs become extra positives and the model is trained again.
 
 Preprocessing (:func:`prepare`): each micrograph is binned by ``k`` (block means) so that the particle
-radius is about ``cfg.radius_bin`` binned pixels, its slowly varying background (a Gaussian blur of
-σ = 4 radii: ice gradients) subtracted, and it is divided by a robust standard deviation
+radius is about ``cfg.radius_bin`` binned pixels, its slowly varying background (a least-squares plane,
+then a Gaussian blur of σ = 4 radii: ice gradients) subtracted, and it is divided by a robust standard deviation
 (1.4826 · median absolute deviation) and clipped to ±``cfg.clip`` (ice blobs and carbon stay bounded).
 
 Training (positive-unlabelled; Kiryo et al., NeurIPS 2017, "non-negative PU"): the labelled particles
@@ -78,7 +78,9 @@ class PickerConfig:
             unlabelled windows per step).
         iterations: rounds of step 5 (retraining with the model's own confident picks); 0: none.
         min_distance_A: non-maximum suppression distance in Å; None: the radius.
-        threshold: the logit below which peaks are dropped (0: probability ½).
+        threshold: the logit below which peaks are dropped; None: the model's own threshold, set at training
+            between the two modes of the peak logits of the training micrographs (particles and background
+            peaks; a two-component Gaussian mixture, :func:`_mixture_threshold`).
         clean_cutoff: cleaning step: a pixel whose whole neighbourhood (a disc of 3 radii across) has a logit above
             this is removed; None: no cleaning.
         max_picks: at most this many picks per micrograph (None: no limit).
@@ -98,7 +100,7 @@ class PickerConfig:
     lr: float = 2e-3
     iterations: int = 1
     min_distance_A: float | None = None
-    threshold: float = 0.0
+    threshold: float | None = None
     clean_cutoff: float | None = 4.0
     max_picks: int | None = None
     seed: int = 0
@@ -121,7 +123,8 @@ class PickerConfig:
             (self.lr > 0, "lr", f"must be > 0, got {self.lr}"),
             (self.iterations >= 0, "iterations", f"must be ≥ 0, got {self.iterations}"),
             (self.min_distance_A is None or self.min_distance_A >= 0, "min_distance_A", "must be ≥ 0"),
-            (math.isfinite(self.threshold), "threshold", f"must be finite, got {self.threshold}"),
+            (self.threshold is None or math.isfinite(self.threshold), "threshold",
+             f"must be finite, got {self.threshold}"),
             (self.max_picks is None or self.max_picks >= 1, "max_picks", f"must be ≥ 1, got {self.max_picks}"),
             (self.strip_rows >= 32, "strip_rows", f"must be ≥ 32, got {self.strip_rows}"),
         ]
@@ -138,6 +141,7 @@ class PickerNet(torch.nn.Module):
 
     def __init__(self, channels: int = 32):
         super().__init__()
+        self.register_buffer("threshold", torch.tensor(0.0))  # the logit cut found at training (PickerConfig)
         c = channels
         self.layers = torch.nn.Sequential(
             torch.nn.Conv2d(1, c // 2, 5), torch.nn.ReLU(),
@@ -169,6 +173,17 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y[0, 0]
 
 
+def _plane(x: torch.Tensor) -> torch.Tensor:
+    """The least-squares plane ``a + b·col + c·row`` through ``x (h, w)`` (a linear ice gradient, which the
+    blur alone cannot follow at the edges)."""
+    h, w = x.shape
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64),
+                                torch.linspace(-1, 1, w, dtype=torch.float64), indexing="ij")
+    A = torch.stack([torch.ones_like(rows), cols, rows], -1).reshape(-1, 3)
+    coef = torch.linalg.lstsq(A, x.double().reshape(-1, 1)).solution
+    return (A @ coef).reshape(h, w).to(x.dtype)
+
+
 def prepare(micrograph, apix: float, cfg: PickerConfig) -> tuple[torch.Tensor, int]:
     """Step 0: bin, flatten the background, normalise (module docstring) → ``(image (h, w) float32, k)``
     with ``h = H // k``, ``w = W // k``."""
@@ -184,6 +199,7 @@ def prepare(micrograph, apix: float, cfg: PickerConfig) -> tuple[torch.Tensor, i
     if k > 1:
         x = F.avg_pool2d(x[None, None], k)[0, 0]
     radius = cfg.radius_A / apix / k
+    x = x - _plane(x)
     x = x - _gaussian_blur(x, 4 * radius)
     scale = 1.4826 * (x - x.median()).abs().median()
     if not scale > 0:
@@ -314,18 +330,39 @@ def score_map(model: PickerNet, image: torch.Tensor, strip_rows: int = 512) -> t
     return out
 
 
-def _picks_from_map(logits: torch.Tensor, k: int, apix: float, cfg: PickerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 2–4 on one binned logit map → ``(xy (n, 2) original pixels, score (n,))`` sorted by score."""
+def _picks_from_map(logits: torch.Tensor, k: int, apix: float, cfg: PickerConfig,
+                    threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2–4 on one binned logit map → ``(xy (n, 2) original pixels, score (n,))`` sorted by score
+    (``threshold`` None: every peak)."""
     radius = cfg.radius_A / apix / k
     s = logits
     if cfg.clean_cutoff is not None:
         s = clean_score_map(s, cfg.clean_cutoff, max(3, int(round(3 * radius))))    # step 2: cleaning
     dist = (cfg.radius_A if cfg.min_distance_A is None else cfg.min_distance_A) / apix / k
-    xy, score = find_peaks(s, max(1.0, dist), threshold=cfg.threshold,             # step 3: filtering (NMS)
+    xy, score = find_peaks(s, max(1.0, dist), threshold=threshold,             # step 3: filtering (NMS)
                            max_picks=cfg.max_picks, edge_px=0, subpixel=True)
     order = np.argsort(-score, kind="stable")                                       # step 4: sorting
     xy, score = np.asarray(xy, np.float64)[order], np.asarray(score, np.float64)[order]
     return k * xy + (k - 1) / 2, score
+
+
+def _mixture_threshold(peaks: list) -> float:
+    """The logit cut between particle peaks and background peaks: a two-component Gaussian mixture
+    (scikit-learn) fitted to the pooled peak logits of ``peaks`` (``(xy, score)`` per micrograph); the cut is
+    where the upper component's posterior first exceeds ½ between the two means. (Otsu's method, tried
+    first, cuts inside the far larger background mode when the model is not yet sharp.)"""
+    from sklearn.mixture import GaussianMixture
+
+    scores = np.concatenate([s for _, s in peaks]) if peaks else np.zeros(0)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 4 or scores.max() - scores.min() < 1e-6:
+        return 0.0
+    gm = GaussianMixture(2, random_state=0).fit(scores[:, None])
+    lo, hi = np.sort(gm.means_[:, 0])
+    upper = int(np.argmax(gm.means_[:, 0]))
+    grid = np.linspace(lo, hi, 2001)
+    post = gm.predict_proba(grid[:, None])[:, upper]
+    return float(grid[np.argmax(post > 0.5)]) if (post > 0.5).any() else float(hi)
 
 
 def fit_picker(micrographs: list, apix: float, labels: list, cfg: PickerConfig, checkpoint_dir=None,
@@ -365,20 +402,21 @@ def fit_picker(micrographs: list, apix: float, labels: list, cfg: PickerConfig, 
                      history[-1][-1]["loss"])
         if round_ == cfg.iterations:
             break
-        # Step 5: iteration. Every micrograph's most confident picks (as many as the prior expects, logit > 0)
-        # join the labels as positives for the next round.
+        # Step 5: iteration. Every micrograph's confident picks (above the round's threshold, at most as many
+        # as the prior expects) join the labels as positives for the next round.
         model.eval()
         n_expect = max(1, int(round(prior * shape[0] * shape[1] / max(1, _positive_pixels(cfg.label_radius)))))
-        new = []
-        for img, _ in prepared:
-            xy, score = _picks_from_map(score_map(model, img, cfg.strip_rows), k, apix, cfg)
-            new.append(xy[:n_expect][score[:n_expect] > 0])
+        peaks = [_picks_from_map(score_map(model, img, cfg.strip_rows), k, apix, cfg, None) for img, _ in prepared]
+        cut = _mixture_threshold(peaks)
+        new = [xy[:n_expect][score[:n_expect] > cut] for xy, score in peaks]
         extra = _binned_labels([np.concatenate([np.asarray(a, np.float64).reshape(-1, 2), b]) if a is not None
                                 else b for a, b in zip(labels, new)], [k] * len(prepared), [shape] * len(prepared))
         pos = extra
         model.train()
     model.eval()
-    return model, {"k": k, "prior": prior, "n_labels": int(sum(0 if a is None else len(a) for a in labels)),
+    peaks = [_picks_from_map(score_map(model, img, cfg.strip_rows), k, apix, cfg, None) for img, _ in prepared]
+    model.threshold.fill_(_mixture_threshold(peaks))
+    return model, {"k": k, "threshold": float(model.threshold), "prior": prior, "n_labels": int(sum(0 if a is None else len(a) for a in labels)),
                    "n_positives_last_round": int(len(pos[0])), "history": history}
 
 
@@ -387,7 +425,8 @@ def pick_learned(micrograph, apix: float, cfg: PickerConfig, *, model: PickerNet
     """Steps 1–4 on one micrograph with a trained ``model`` → ``(xy (n, 2), score (n,))``, best first
     (``ctf`` is not used: the network learned the particles' appearance under the data's CTFs)."""
     img, k = prepare(micrograph, apix, cfg)
-    xy, score = _picks_from_map(score_map(model, img, cfg.strip_rows), k, apix, cfg)
+    cut = float(model.threshold) if cfg.threshold is None else cfg.threshold
+    xy, score = _picks_from_map(score_map(model, img, cfg.strip_rows), k, apix, cfg, cut)
     if progress is not None:
         progress.advance(1)
     return xy, score
