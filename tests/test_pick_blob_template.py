@@ -19,8 +19,9 @@ from cryoscape.io.errors import InputError
 from cryoscape.io.models import read_trajectory
 from cryoscape.methods.pick.blob import BlobConfig, normalise_micrograph, pick_blob
 from cryoscape.methods.pick.peaks import clean_score_map, find_peaks, refine_subpixel
-from cryoscape.methods.pick.template import (TemplateConfig, disc_mask, fibonacci_rotations, local_correlation,
-                                             make_templates, pick_template, prepare_templates, template_score_map)
+from cryoscape.methods.pick.template import (TemplateConfig, Templates, disc_mask, fibonacci_rotations,
+                                             local_correlation, make_templates, pick_template, prepare_templates,
+                                             template_score_map, templates_from_file)
 
 APIX = 2.0
 
@@ -227,6 +228,42 @@ def test_templates_are_centred_projections(adk):
     cx = (T.double() * ij[None, None, :]).sum((-2, -1)) / mass
     cy = (T.double() * ij[None, :, None]).sum((-2, -1)) / mass
     assert float(cx.abs().max()) < 0.05 and float(cy.abs().max()) < 0.05  # centroid at pixel B//2
+
+
+def test_templates_from_file(tmp_path, adk, field):
+    """A map, class averages and an atomic model on disk give the templates made from the same density: the
+    map's projections (Fourier slice) correlate ≥ 0.99 with the Gaussian atoms' analytic ones; class averages
+    come back as written, with the header's pixel size; a PDB gives the model's projections; and the map's
+    templates, cropped to the working pixel, pick the particles."""
+    from cryoscape.io.models import write_pdb
+    from cryoscape.io.mrc import write_map, write_stack
+    from cryoscape.physics.gaussian import atoms_to_volume
+    conf = read_trajectory(*adk_files(), "ca")
+    conf.coords = conf.coords[:1]
+    one = AtomSource(conf.coords, 3.0)
+    ref = make_templates(one, APIX, box=48, n_views=4).double()
+    write_map(tmp_path / "adk.mrc", atoms_to_volume(one.coords[0], 3.0, 48, APIX).float().numpy(), APIX)
+    cfg = TemplateConfig(diameter_A=2 * field.radius_A, n_views=4, work_apix=APIX)
+    got = templates_from_file(tmp_path / "adk.mrc", APIX, cfg)
+    assert isinstance(got, Templates) and got.apix == APIX and got.images.shape == (4, 48, 48)
+    for a, b in zip(got.images.double(), ref):
+        assert float(torch.corrcoef(torch.stack([a.reshape(-1), b.reshape(-1)]))[0, 1]) > 0.99
+    coarse = templates_from_file(tmp_path / "adk.mrc", APIX, TemplateConfig(diameter_A=80, n_views=4))
+    assert coarse.images.shape == (4, 20, 20) and coarse.apix == pytest.approx(APIX * 48 / 20)  # 15 Å / 3
+    write_stack(tmp_path / "classes.mrcs", ref[:3].float().numpy(), 2.5)
+    cls = templates_from_file(tmp_path / "classes.mrcs", APIX, cfg)
+    assert cls.apix == 2.5 and torch.equal(cls.images, ref[:3].float())
+    write_pdb(tmp_path / "adk.pdb", conf)
+    pdb = templates_from_file(tmp_path / "adk.pdb", APIX, TemplateConfig(diameter_A=80, n_views=4))
+    torch.testing.assert_close(pdb.images, make_templates(one, APIX, n_views=4), atol=1e-3 * float(ref.max()),
+                               rtol=0)
+    with pytest.raises(InputError, match="does not exist"):
+        templates_from_file(tmp_path / "missing.mrc", APIX, cfg)
+    r = field.radius_A / APIX
+    truth = field.particles(0)["coords"]
+    xy, _ = pick_template(field.noisy[0], APIX, TemplateConfig(diameter_A=2 * field.radius_A), templates=coarse,
+                          ctf=field.ctf.subset([0]))
+    assert len(match(xy, truth, r / 2)[0]) >= 0.9 * len(truth) and len(xy) <= len(truth) + 2
 
 
 def test_normalise_micrograph_crops_to_the_working_pixel():

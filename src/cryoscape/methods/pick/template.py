@@ -59,8 +59,8 @@ from .blob import (POLARITIES, band_pass, check_micrograph, check_picker_options
                    robust_standardise)
 from .peaks import find_peaks
 
-__all__ = ["TemplateConfig", "pick_template", "template_score_map", "make_templates", "fibonacci_rotations",
-           "prepare_templates", "local_correlation", "disc_mask"]
+__all__ = ["TemplateConfig", "Templates", "pick_template", "template_score_map", "make_templates",
+           "templates_from_file", "fibonacci_rotations", "prepare_templates", "local_correlation", "disc_mask"]
 
 
 @dataclass
@@ -97,6 +97,8 @@ class TemplateConfig:
         cache_mb: keep all template spectra for the whole micrograph when they fit in this many MB.
         ctf_pad: canvas factor of the CTF applied to the templates (2: fringes may leave the box).
         subpixel: refine the centres by a parabola. device: where to compute (None: the micrograph's).
+        n_views: viewing directions of the templates made from a map or a model (:func:`templates_from_file`).
+        atom_sigma_A: Gaussian atom width of a model's templates (the simulator's default, 3 Å).
     """
 
     diameter_A: float | None = None
@@ -116,6 +118,8 @@ class TemplateConfig:
     ctf_pad: int = 2
     subpixel: bool = True
     device: str | None = None
+    n_views: int = 8
+    atom_sigma_A: float = 3.0
 
     def check(self) -> None:
         """Raise :class:`InputError` naming the first invalid option."""
@@ -135,6 +139,10 @@ class TemplateConfig:
              f"must be an integer ≥ 1, got {self.batch}"),
             (self.cache_mb >= 0, "--cache-mb", f"must be ≥ 0, got {self.cache_mb}"),
             (self.ctf_pad in (1, 2, 3, 4), "--ctf-pad", f"must be 1 to 4, got {self.ctf_pad}"),
+            (int(self.n_views) == self.n_views and self.n_views >= 1, "--n-views",
+             f"must be an integer ≥ 1, got {self.n_views}"),
+            (math.isfinite(self.atom_sigma_A) and self.atom_sigma_A > 0, "--atom-sigma",
+             f"must be > 0 Å, got {self.atom_sigma_A}"),
         ]
         for ok, where, problem in checks:
             if not ok:
@@ -206,6 +214,67 @@ def make_templates(source, apix: float, box: int | None = None, n_views: int = 8
     poses = Poses(R.to(device=device, dtype=torch.float32), torch.zeros(K, 2, device=device))
     index = torch.full((K,), int(conformation), dtype=torch.int64, device=device)
     return forward_images(source.projector(device), poses, grid, None, index).to(torch.float32)
+
+
+@dataclass
+class Templates:
+    """Templates with their pixel size: ``images (K, B, B)`` CTF-free (particle at pixel ``B//2``), ``apix`` Å.
+    :func:`pick_template` takes them (or a bare tensor at the micrograph's pixel size)."""
+
+    images: torch.Tensor
+    apix: float
+
+
+MAP_SUFFIXES = (".mrc", ".map", ".mrcs")
+
+
+def templates_from_file(path, apix: float, cfg: TemplateConfig) -> Templates:
+    """The template matcher's references from a file, CTF-free, :class:`Templates`:
+
+    - a map (``.mrc``/``.map`` holding a cube): Fourier-cropped to the working pixel size when finer
+      (:func:`~cryoscape.methods.downsample.crop_volume`, ``cfg.work_apix`` or ``lowpass_A / 3``), then
+      projected at ``cfg.n_views`` directions (:func:`make_templates`); its voxel size from the header;
+    - class averages (``.mrcs``, or an ``.mrc`` that is not a cube: ``N ≠ D`` images of ``D × D``): the images
+      as they are, their pixel size from the header (``apix`` when the header has none);
+    - an atomic model (PDB/mmCIF, any file :func:`~cryoscape.io.models.read_structure` reads without a
+      topology): its Cα atoms as Gaussians of ``cfg.atom_sigma_A``, the first model, projected at
+      ``cfg.n_views`` directions at the micrograph's pixel size ``apix``.
+
+    Raises :class:`InputError` naming the file for anything unreadable, a map without a voxel size, or
+    non-finite values."""
+    from pathlib import Path
+
+    from ...data.simulate import AtomSource, MapSource
+    from ...io.models import read_structure
+    from ...io.mrc import read_map, read_stack, read_stack_header
+    from ..downsample import crop_volume
+    cfg.check()
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if path.suffix.lower() in MAP_SUFFIXES:
+        n, D, _ = read_stack_header(path)
+        is_map = path.suffix.lower() != ".mrcs" and n == D
+        if not is_map:
+            data, file_apix = read_stack(path, mmap=False)
+            images = torch.from_numpy(np.array(data, dtype=np.float32))
+            if not bool(torch.isfinite(images).all()):
+                raise InputError(path, "class averages contain NaN or infinite values")
+            return Templates(images, float(file_apix or apix))
+        vol, map_apix = read_map(path)
+        if not map_apix:
+            raise InputError(path, "header has no voxel size")
+        D = vol.shape[0]
+        target = cfg.work_apix if cfg.work_apix is not None else cfg.lowpass_A / 3
+        d = D if target <= map_apix else max(8, 2 * int(round(D * map_apix / target / 2)))
+        if d < D:
+            vol = crop_volume(torch.from_numpy(vol), d).to(torch.float32).numpy()
+            map_apix = map_apix * D / d
+        source = MapSource(vol, map_apix)
+        return Templates(make_templates(source, map_apix, n_views=cfg.n_views), map_apix)
+    conf = read_structure(path, None, "ca")
+    source = AtomSource(conf.coords[:1], cfg.atom_sigma_A)
+    return Templates(make_templates(source, apix, n_views=cfg.n_views), float(apix))
 
 
 def disc_mask(b: int, radius_px: float, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -338,13 +407,14 @@ def _working_templates(templates, templates_apix: float, work: float) -> tuple[t
     return crop_images(templates, b).to(templates.dtype), templates_apix * B / b
 
 
-def template_score_map(micrograph, apix: float, cfg: TemplateConfig, templates: torch.Tensor, *,
+def template_score_map(micrograph, apix: float, cfg: TemplateConfig, templates: torch.Tensor | Templates, *,
                        templates_apix: float | None = None, ctf: CTFParams | None = None) -> dict:
     """Steps 1–3 of the module docstring: the locally normalised correlation map on the working grid.
 
     Args:
         micrograph: ``(H, W)``; apix: its pixel size. templates: ``(K, B, B)`` CTF-free (projections or class
-            averages) of pixel size ``templates_apix`` (None: ``apix``). ctf: the micrograph's (one entry) or None.
+            averages) of pixel size ``templates_apix`` (None: ``apix``), or :class:`Templates` (their own pixel
+            size). ctf: the micrograph's (one entry) or None.
     Returns:
         dict with ``score (h, w)`` the correlation ``max_{k,j} c_{kj}`` (torch, the working device and dtype),
         ``view (h, w)`` the template ``k`` and ``psi (h, w)`` the in-plane angle ``ψ_j`` (radians) attaining it,
@@ -354,6 +424,8 @@ def template_score_map(micrograph, apix: float, cfg: TemplateConfig, templates: 
     m = check_micrograph(micrograph, apix)
     device = torch.device(cfg.device) if cfg.device is not None else m.device
     m = m.to(device)
+    if isinstance(templates, Templates):
+        templates, templates_apix = templates.images, templates.apix
     t = torch.as_tensor(templates)
     if t.ndim == 2:
         t = t[None]
@@ -388,7 +460,7 @@ def _highpass(cfg) -> float:
     return 2 * cfg.diameter_A if cfg.highpass_A is None else cfg.highpass_A
 
 
-def pick_template(micrograph, apix: float, cfg: TemplateConfig, *, templates: torch.Tensor,
+def pick_template(micrograph, apix: float, cfg: TemplateConfig, *, templates: torch.Tensor | Templates,
                   templates_apix: float | None = None, ctf: CTFParams | None = None,
                   progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Pick the particles of one micrograph by template matching (module docstring).
@@ -396,8 +468,9 @@ def pick_template(micrograph, apix: float, cfg: TemplateConfig, *, templates: to
     Args:
         micrograph: ``(H, W)`` float tensor or array (any device). apix: Å per pixel. cfg: :class:`TemplateConfig`
             (``diameter_A`` required). templates: ``(K, B, B)`` CTF-free templates (:func:`make_templates`, or
-            class averages) of pixel size ``templates_apix`` (None: ``apix``). ctf: the micrograph's CTF (one
-            entry), applied to the templates; None: none. progress: optional ``.advance(1)`` when done.
+            class averages) of pixel size ``templates_apix`` (None: ``apix``), or :class:`Templates`
+            (:func:`templates_from_file`). ctf: the micrograph's CTF (one entry), applied to the templates;
+            None: none. progress: optional ``.advance(1)`` when done.
     Returns:
         ``xy (n, 2)`` float64 ``(x, y)`` centres in micrograph pixels (0-based pixel centres, ``x`` the column)
         and ``score (n,)`` float64 (the standardised correlation), best first.
