@@ -25,6 +25,10 @@ Polarity: cryoscape's simulator (and RELION's convention, CONVENTIONS.md) writes
 before the CTF; at the particle's scale the first CTF lobe is positive, so particles are *bright*
 (``polarity="bright"``, the default). Micrographs straight from a detector show particles *dark* (fewer
 electrons where there is protein): use ``polarity="dark"``.
+
+Cost (measured): a 1024² micrograph of 1.2 Å/px, AdK (diameter 82 Å, working pixel 5.1 Å) took 0.02 s on 2 CPU
+threads, up to 0.4–0.9 s while other jobs shared the two cores. Memory: the micrograph's transform and the
+working image (whole, not tiled: it is ``(work_apix / apix)²`` times smaller than the micrograph).
 """
 
 from __future__ import annotations

@@ -33,10 +33,14 @@ averages. For a micrograph ``I`` (``H × W`` pixels of ``apix`` Å) with CTF ``C
 cut into tiles of ``N × N`` pixels (``tile_px``) overlapping by ``b − 1``: the circular correlation of a tile with
 a template (zero-padded to ``N``) is exact for the first ``N − b + 1`` outputs of each axis, which are kept, so
 tiles step by ``N − b + 1``. Memory is bounded by the tile and the template batch: ``batch`` spectra of
-``N × (N/2 + 1)`` complex values and as many real ``N × N`` outputs (with ``N = 512`` and 64 templates, about
-140 MB in float32), whatever the micrograph's size. The templates' spectra are computed once per micrograph
+``N × (N/2 + 1)`` complex values, their product with the tile's and as many real ``N × N`` outputs (with
+``N = 512`` and 64 templates, about 200 MB in float32), whatever the micrograph's size. The templates' spectra are computed once per micrograph
 when all of them fit in ``cache_mb``, else once per tile. All of it runs in torch on the micrograph's device
 (or ``cfg.device``), in its float dtype.
+
+Cost (measured): a 1024² micrograph of 1.2 Å/px with AdK templates at the defaults (8 views × 18 angles, working
+pixel 5.1 Å, one 270-px tile) took 0.13 s on 2 CPU threads (0.21 s on one), up to 0.6–4 s while other jobs
+shared the two cores.
 """
 
 from __future__ import annotations
