@@ -224,8 +224,7 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
                 net, info = _train(images, label_xy, apix, cfg, train_micrographs, rf, progress, echo)
                 t_train = info["wall_s"]
                 rf.metrics.update({"training_s": round(t_train, 2), "n_labels": info["n_labels"],
-                                   "binning": info["k"], "class_prior": round(info["prior"], 5),
-                                   "threshold_logit": round(info["threshold"], 4)})
+                                   "binning": info["k"], "class_prior": round(info["prior"], 5)})
             else:
                 net = loaded[0]
             kwargs["model"] = net
@@ -333,6 +332,8 @@ def _scores(files, picks, truth_xy, radius_px, match_radius) -> dict:
     t = Coordinates(table(truth_xy), np.concatenate(truth_xy), None)
     radius = match_radius if match_radius is not None else MATCH_RADIUS_FRACTION * radius_px
     scores = picking_scores(p, t, radius)
-    out = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in scores.items()}
+    # an undefined score (precision with no pick, precision at 90 % recall never reached) is left out
+    out = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in scores.items()
+           if not (isinstance(v, float) and not np.isfinite(v))}
     out["match_radius_px"] = round(float(radius), 3)
     return out
