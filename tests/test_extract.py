@@ -320,6 +320,9 @@ def test_cli_phase_flip_bin_and_uncentred_origins(tmp_path, two_mics, capsys):
     table = read_star(out / "particles.star")
     assert (table.particles["rlnCtfDataArePhaseFlipped"] == 1).all()
     np.testing.assert_allclose(table.shifts_angst(), -subpixel_residual(ms.coords) * APIX, atol=1e-5)
+    from conftest import cli_fails  # our methods model the full CTF: a phase-flipped set is refused, not misread
+    cli_fails(capsys, ["backproject", out / "particles.star", "-o", tmp_path / "map"], "phase-flipped")
+    assert not (tmp_path / "map").exists()
 
 
 def test_cli_per_micrograph_coordinate_files_and_pad(tmp_path, two_mics, capsys):

@@ -55,5 +55,7 @@ def pick_cmd(
                        labels=labels, model=model, template=template, truth=truth, formats=tuple(fmt),
                        overlays=overlays, match_radius=match_radius, overwrite=overwrite, threads=threads,
                        progress=not no_progress, echo=lambda m: typer.echo(m, err=True))
+    if summary is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     typer.echo(json.dumps(summary["metrics"]))
     typer.echo(f"wrote {out}/ ({', '.join(summary['files'][:6])}{', …' if len(summary['files']) > 6 else ''})")

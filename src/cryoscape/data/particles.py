@@ -282,6 +282,10 @@ def load_particles(particles: str | Path, poses: str | Path | None = None, ctf: 
             raise InputError(particles, "particles have different pixel sizes; process optics groups separately")
         if poses is None and table.has_poses():
             R, origins = table_poses(table)
+        flipped = table.particles.get("rlnCtfDataArePhaseFlipped")
+        if ctf is None and flipped is not None and (np.asarray(flipped, dtype=np.float64) != 0).any():
+            raise InputError(particles, "the images are phase-flipped (rlnCtfDataArePhaseFlipped 1); cryoscape's "
+                                        "methods model the full CTF: extract the particles without phase flipping")
         if ctf is None:
             if all(c in table.particles for c in ("rlnDefocusU", "rlnDefocusV")):
                 ctf_params = table_ctf(table)

@@ -30,6 +30,10 @@ The folder holds (besides ``config.yaml``, ``versions.txt``, ``run.log``, ``metr
 duplicate picks to the metrics (:func:`cryoscape.analysis.picking.picking_scores`, matching within
 ``match_radius`` px, by default :data:`MATCH_RADIUS_FRACTION` of the particle radius).
 
+Under ``torchrun`` every rank reads the inputs and trains the learned picker (DistributedDataParallel, each
+rank a share of every batch); the micrographs are picked in parallel (rank ``r`` takes ``r, r + world, …``)
+and rank 0 gathers the picks and writes the folder.
+
 Every check that can fail on the input runs before the folder is made: the picker and its options, the
 micrographs (readable, finite, one pixel size, larger than the picker's window), the coordinate files
 (readable, naming known micrographs, inside them), the CTF table.
@@ -165,10 +169,9 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
              train_micrographs: int = 20, overwrite: bool = False, threads: int | None = None,
              progress: bool = True, echo=print) -> dict:
     """Pick particles on ``micrographs`` into the run folder ``out`` (module docstring). Returns the
-    ``metrics.json`` payload."""
+    ``metrics.json`` payload (None on the ranks other than 0 under ``torchrun``)."""
     from ..methods.pick import get
     from ..utils import devices
-    from ..utils.progress import progress_bar
 
     files = [Path(f) for f in micrographs]
     entry = get(method)
@@ -214,32 +217,16 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
               "radius_A": radius_A, "apix": apix, "ctf": ctf_star, "labels": labels, "model": model,
               "template": template, "truth": truth, "formats": list(formats), "overlays": overlays,
               "match_radius": match_radius, "train_micrographs": train_micrographs}
-    with RunFolder(out, "pick", config, overwrite=overwrite, resume=True,
-                   inputs={"micrographs": len(files), "apix": apix}) as rf:
-        fn, _ = entry.load()
-        kwargs = {}
-        t_train = 0.0
-        if method == "learned":
-            if loaded is None:
-                net, info = _train(images, label_xy, apix, cfg, train_micrographs, rf, progress, echo)
-                t_train = info["wall_s"]
-                rf.metrics.update({"training_s": round(t_train, 2), "n_labels": info["n_labels"],
-                                   "binning": info["k"], "class_prior": round(info["prior"], 5)})
-            else:
-                net = loaded[0]
-            kwargs["model"] = net
-        if templates is not None:
-            kwargs["templates"] = templates
-        import torch
-
-        picks = []
-        t0 = time.perf_counter()
-        with progress_bar(len(files), "picking", enabled=progress) as bar:
-            for i, img in enumerate(images):
-                xy, score = fn(torch.from_numpy(img), apix, cfg, ctf=None if ctfs is None else ctfs[i], **kwargs)
-                picks.append((np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(score, np.float64).reshape(-1)))
-                bar.advance(1)
-        t_pick = time.perf_counter() - t0
+    folder = RunFolder(out, "pick", config, overwrite=overwrite, resume=True,
+                       inputs={"micrographs": len(files), "apix": apix})
+    if not devices.is_main():  # another rank under torchrun: train (DDP) and pick its share; rank 0 writes
+        _pick_all(entry, images, apix, cfg, ctfs, templates, loaded, label_xy, train_micrographs, folder.dir,
+                  None, False, echo)
+        return None
+    with folder as rf:
+        picks, t_pick, metrics = _pick_all(entry, images, apix, cfg, ctfs, templates, loaded, label_xy,
+                                           train_micrographs, rf.dir, rf, progress, echo)
+        rf.metrics.update(metrics)
         _write_picks(rf, files, picks, formats, radius_px)
         for i in range(min(overlays, len(files))):
             from ..report.picking import pick_overlay
@@ -248,12 +235,57 @@ def pick_run(micrographs: list[Path], out: Path, *, method: str = "learned", opt
                          lowpass_px=radius_px / 8)
         n = int(sum(len(p[0]) for p in picks))
         rf.metrics.update({"n_picks": n, "picks_per_micrograph": round(n / len(files), 2),
-                           "picking_s_per_micrograph": round(t_pick / len(files), 4),
-                           "radius_px": round(radius_px, 3)})
+                           "picking_s_per_micrograph": round(t_pick, 4), "radius_px": round(radius_px, 3),
+                           "ranks": devices.dist_info().world_size})
         if truth_xy is not None:
             rf.metrics.update(_scores(files, picks, truth_xy, radius_px, match_radius))
-        echo(f"picked {n} particles on {len(files)} micrographs ({t_pick / len(files):.2f} s each)")
+        echo(f"picked {n} particles on {len(files)} micrographs ({t_pick:.2f} s each)")
     return rf.summary
+
+
+def _pick_all(entry, images, apix, cfg, ctfs, templates, loaded, label_xy, train_micrographs, work_dir, rf,
+              progress, echo) -> tuple[list, float, dict]:
+    """Train (learned, unless a model is given) and pick every micrograph → ``(picks per micrograph, seconds per
+    micrograph, metrics)`` on rank 0. Under ``torchrun`` every rank trains (the training loop's DDP) and picks
+    micrographs ``rank, rank + world, …``; rank 0 gathers the picks in input order (other ranks get None)."""
+    import torch
+
+    from ..utils import devices
+    from ..utils.progress import progress_bar
+
+    fn, _ = entry.load()
+    kwargs, metrics = {}, {}
+    if entry.name == "learned":
+        if loaded is None:
+            net, info = _train(images, label_xy, apix, cfg, train_micrographs, work_dir, rf, progress, echo)
+            metrics.update({"training_s": round(info["wall_s"], 2), "n_labels": info["n_labels"],
+                            "binning": info["k"], "class_prior": round(info["prior"], 5)})
+        else:
+            net = loaded[0]
+        kwargs["model"] = net
+    if templates is not None:
+        kwargs["templates"] = templates
+    if devices.dist_info().world_size > 1:
+        devices.init_distributed(torch.device("cpu") if entry.name != "learned" else next(net.parameters()).device)
+    info = devices.dist_info()
+    rank, world = (info.rank, info.world_size) if devices.is_distributed() else (0, 1)
+    mine = list(range(rank, len(images), world))
+    picks = {}
+    t0 = time.perf_counter()
+    with progress_bar(len(mine), "picking", enabled=progress) as bar:
+        for i in mine:
+            xy, score = fn(torch.from_numpy(images[i]), apix, cfg, ctf=None if ctfs is None else ctfs[i], **kwargs)
+            picks[i] = (np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(score, np.float64).reshape(-1))
+            bar.advance(1)
+    t_pick = (time.perf_counter() - t0) / max(1, len(mine))
+    if world > 1:
+        import torch.distributed as dist
+        parts = [None] * world if rank == 0 else None
+        dist.gather_object(picks, parts, dst=0)
+        if rank != 0:
+            return None, t_pick, metrics
+        picks = {i: v for part in parts for i, v in part.items()}
+    return [picks[i] for i in range(len(images))], t_pick, metrics
 
 
 def _check_sizes(files, images, method, cfg, apix, radius_px) -> None:
@@ -275,29 +307,29 @@ def _load_templates(path: Path | None, apix: float, cfg):
     return templates_from_file(path, apix, cfg)
 
 
-def _train(images, label_xy, apix, cfg, train_micrographs, rf, progress, echo):
-    """Train the learned picker on the labelled micrographs plus up to ``train_micrographs`` in all."""
+def _train(images, label_xy, apix, cfg, train_micrographs, work_dir, rf, progress, echo):
+    """Train the learned picker on the labelled micrographs plus up to ``train_micrographs`` in all; rank 0
+    (``rf`` given) writes ``model.pt`` and ``history.json``; per-round checkpoints live in ``work_dir``."""
     from ..methods.pick.learned import fit_picker, save_picker
     from ..utils.progress import progress_bar
 
     labelled = [i for i, a in enumerate(label_xy) if len(a)]
     others = [i for i in range(len(images)) if i not in labelled]
     chosen = labelled + others[:max(0, train_micrographs - len(labelled))]
-    shapes = {images[i].shape for i in chosen}
-    if len(shapes) > 1:
-        first = images[chosen[0]].shape
-        chosen = [i for i in chosen if images[i].shape == first]
+    first = images[chosen[0]].shape
+    chosen = [i for i in chosen if images[i].shape == first]
     steps = cfg.epochs * cfg.steps_per_epoch * (cfg.iterations + 1)
     t0 = time.perf_counter()
-    with progress_bar(steps * 4 * cfg.batch_size, "training picker", enabled=progress) as bar:
+    with progress_bar(steps * 4 * cfg.batch_size, "training picker", enabled=progress and rf is not None) as bar:
         net, info = fit_picker([images[i] for i in chosen], apix, [label_xy[i] for i in chosen], cfg,
-                               checkpoint_dir=rf.dir, progress=bar, log=rf.log)
+                               checkpoint_dir=work_dir, progress=bar, log=None if rf is None else rf.log)
     info["wall_s"] = time.perf_counter() - t0
-    save_picker(rf.file("model.pt"), net, cfg, info)
-    rf.file("history.json").write_text(json.dumps(info["history"], indent=1))
-    for ck in rf.dir.glob("round*.pt"):
-        ck.unlink()
-    echo(f"trained the picker on {len(chosen)} micrographs, {info['n_labels']} labels, in {info['wall_s']:.1f} s")
+    if rf is not None:
+        save_picker(rf.file("model.pt"), net, cfg, info)
+        rf.file("history.json").write_text(json.dumps(info["history"], indent=1))
+        for ck in Path(work_dir).glob("round*.pt"):
+            ck.unlink()
+        echo(f"trained the picker on {len(chosen)} micrographs, {info['n_labels']} labels, in {info['wall_s']:.1f} s")
     return net, info
 
 

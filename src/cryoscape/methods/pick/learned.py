@@ -292,7 +292,10 @@ def _train_round(model: PickerNet, stack: torch.Tensor, shape: tuple[int, int], 
     r = cfg.label_radius
     B = cfg.batch_size
 
+    rank, world = trainer.rank, trainer.world_size
+
     def batches(epoch, gen):
+        # every rank draws the same global batch and keeps its share (rank r: items r, r + world, …)
         for _ in range(cfg.steps_per_epoch):
             j = torch.randint(0, len(pm), (B,), generator=gen)
             ang = torch.rand(B, generator=gen) * 2 * math.pi
@@ -303,14 +306,17 @@ def _train_round(model: PickerNet, stack: torch.Tensor, shape: tuple[int, int], 
             uy = torch.randint(0, h, (3 * B,), generator=gen)
             ux = torch.randint(0, w, (3 * B,), generator=gen)
             sym = torch.randint(0, 8, (4 * B,), generator=gen)
-            yield (torch.cat([pm[j], mu]), torch.cat([cy, uy]), torch.cat([cx, ux]), sym)
+            p, u = slice(rank, B, world), slice(rank, 3 * B, world)
+            yield (torch.cat([pm[j][p], mu[u]]), torch.cat([cy[p], uy[u]]), torch.cat([cx[p], ux[u]]),
+                   torch.cat([sym[:B][p], sym[B:][u]]), len(range(rank, B, world)))
 
     def step(batch, ctx):
-        index, cy, cx, sym = (t.to(ctx.device) for t in batch)
+        index, cy, cx, sym = (t.to(ctx.device) for t in batch[:4])
+        n_pos = batch[4]
         x = _windows(stack_dev, index, cy, cx, sym)
         with ctx.autocast():
             z = model(x).float().reshape(-1)
-        return _pu_loss(z[:B], z[B:], prior), len(z)
+        return _pu_loss(z[:n_pos], z[n_pos:], prior), len(z)
 
     return trainer.fit(step, batches, extra={"config": asdict(cfg), "format": FORMAT}, progress=progress)
 
