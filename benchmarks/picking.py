@@ -166,7 +166,6 @@ def run_topaz(files, args, labels_txt: Path, mode: str) -> tuple:
 def reconstruct_pair(picks, truth_table, data: Path, files, stems, args, cut: float) -> dict:
     """Extract matched learned picks and the same particles at their true centres; backproject both with the
     true poses; FSC-0.143 of each (half maps) and the FSC between the two maps."""
-    import pandas as pd
     import starfile
 
     from cryoscape.analysis.fsc import fsc, resolution_at, shell_frequencies

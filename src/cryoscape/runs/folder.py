@@ -51,7 +51,7 @@ from pathlib import Path, PurePosixPath
 from ..io.atomic import atomic_path, check_can_write, replace_dir
 from ..io.rundir import close_logger, run_logger, to_plain, write_config, write_versions
 
-__all__ = ["RunFolder", "write_metrics", "read_metrics", "validate_metrics", "METRICS_FILE", "SCHEMA_KEYS",
+__all__ = ["RunFolder", "ProgressFile", "write_metrics", "read_metrics", "validate_metrics", "METRICS_FILE", "SCHEMA_KEYS",
            "UNITS"]
 
 METRICS_FILE = "metrics.json"
@@ -257,3 +257,34 @@ class RunFolder:
             self._discard()
             raise
         return False
+
+
+class ProgressFile:
+    """``progress.json`` of a partial run (kept in its ``.NAME.part`` folder): the ``fingerprint`` of everything
+    that determines the output, and the ``state`` a command needs to go on; subclasses set :attr:`INITIAL`, the
+    state of a fresh run. Written atomically (temporary file, then rename)."""
+
+    NAME = "progress.json"
+    INITIAL: dict = {}
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.path = Path(folder) / self.NAME
+        self.state = {"fingerprint": fingerprint, **json.loads(json.dumps(self.INITIAL))}
+
+    @classmethod
+    def load(cls, folder: Path, fingerprint: str):
+        """The progress in ``folder`` if it belongs to a run with this ``fingerprint``, else None."""
+        ck = cls(folder, fingerprint)
+        try:
+            state = json.loads(ck.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("fingerprint") != fingerprint:
+            return None
+        ck.state = state
+        return ck
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        tmp.replace(self.path)

@@ -17,7 +17,6 @@ uninterrupted run (the noise of every image depends only on the seed and the ima
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -32,7 +31,7 @@ from ..data.simulate import (AtomSource, MapSource, SimulationConfig, add_datase
 from ..data.simulate.plan import SimulationPlan
 from ..io.errors import InputError
 from ..physics.noise import RunningVariance, noise_sigma
-from .folder import RunFolder
+from .folder import ProgressFile, RunFolder
 
 __all__ = ["run_simulate", "simulate_to_folder", "load_source", "particle_table"]
 
@@ -96,33 +95,11 @@ def run_simulate(cfg: SimulationConfig, out: Path, *, input_path: Path | None = 
                               overwrite=overwrite, show_progress=show_progress, device=device)
 
 
-class _Checkpoint:
+class _Checkpoint(ProgressFile):
     """``progress.json`` of a partial run: what is done, and the running statistics needed to go on."""
 
-    NAME = "progress.json"
-
-    def __init__(self, folder: Path, fingerprint: str):
-        self.path = folder / self.NAME
-        self.state = {"fingerprint": fingerprint, "sigma": None, "chunks_done": 0, "stack_stats": None,
-                      "clean_stats": None, "noctf_stats": None, "rv_clean": None, "rv_noise": None}
-
-    @classmethod
-    def load(cls, folder: Path, fingerprint: str) -> "_Checkpoint | None":
-        """The checkpoint in ``folder`` if it belongs to a run with this ``fingerprint``, else None."""
-        ck = cls(folder, fingerprint)
-        try:
-            state = json.loads(ck.path.read_text())
-        except (OSError, ValueError):
-            return None
-        if state.get("fingerprint") != fingerprint:
-            return None
-        ck.state = state
-        return ck
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state))
-        tmp.replace(self.path)
+    INITIAL = {"sigma": None, "chunks_done": 0, "stack_stats": None, "clean_stats": None, "noctf_stats": None,
+               "rv_clean": None, "rv_noise": None}
 
 
 def _rv_state(rv: RunningVariance) -> list:

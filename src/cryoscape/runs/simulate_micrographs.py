@@ -45,7 +45,7 @@ import numpy as np
 
 from ..data.micrographs import MicrographConfig, MicrographSimulator
 from ..io.errors import InputError
-from .folder import RunFolder
+from .folder import ProgressFile, RunFolder
 
 __all__ = ["run_simulate_micrographs", "simulate_micrographs_to_folder", "micrograph_name", "DEFAULT_APIX"]
 
@@ -109,32 +109,10 @@ def _fingerprint(cfg: MicrographConfig, n: int, source, second, frame_ids, save_
     return h.hexdigest()
 
 
-class _Checkpoint:
-    """``progress.json`` of a partial run: its fingerprint and the number of finished micrographs."""
+class _Checkpoint(ProgressFile):
+    """``progress.json`` of a partial run: the number of finished micrographs."""
 
-    NAME = "progress.json"
-
-    def __init__(self, folder: Path, fingerprint: str):
-        self.path = folder / self.NAME
-        self.state = {"fingerprint": fingerprint, "done": 0}
-
-    @classmethod
-    def load(cls, folder: Path, fingerprint: str) -> "_Checkpoint | None":
-        """The checkpoint in ``folder`` if it belongs to a run with this ``fingerprint``, else None."""
-        ck = cls(folder, fingerprint)
-        try:
-            state = json.loads(ck.path.read_text())
-        except (OSError, ValueError):
-            return None
-        if state.get("fingerprint") != fingerprint:
-            return None
-        ck.state = state
-        return ck
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state))
-        tmp.replace(self.path)
+    INITIAL = {"done": 0}
 
 
 def simulate_micrographs_to_folder(out_dir: str | Path, source, cfg: MicrographConfig, n_micrographs: int, *,
