@@ -44,7 +44,6 @@ from cryoscape.analysis.heterogeneity import map_auc, neighborhood_similarity  #
 from cryoscape.data.embedded import adk_files  # noqa: E402
 from cryoscape.data.particles import load_particles  # noqa: E402
 from cryoscape.data.simulate import AtomSource, SimulationConfig  # noqa: E402
-from cryoscape.runs.simulate import simulate_to_folder  # noqa: E402
 from cryoscape.io.models import read_trajectory  # noqa: E402
 from cryoscape.io.mrc import read_map  # noqa: E402
 from cryoscape.methods.reconstruct import BackprojectConfig, backproject  # noqa: E402

@@ -4,7 +4,6 @@ global batch, and a run killed after an epoch resumes under torchrun to the unin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

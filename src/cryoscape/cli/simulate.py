@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-__all__ = ["simulate", "demo", "parse_frames"]
+__all__ = ["simulate", "parse_frames"]
 
 
 def parse_frames(text: str | None):
