@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from . import microscope as mic
+
 __all__ = ["simulate", "parse_frames"]
 
 
@@ -45,16 +47,16 @@ def simulate(
     projection: str = typer.Option("auto", "--projection", help="Atoms → image: exact (each Gaussian sampled at "
                                    "the pixels), splat (B-spline splat + Gaussian applied in Fourier space, "
                                    "faster; error ~3e-4 at σ = 1.5 px) or auto (splat when σ ≥ 1.5 px)."),
-    defocus_min: float = typer.Option(1.0, "--defocus-min", help="Minimum defocus, µm."),
-    defocus_max: float = typer.Option(2.5, "--defocus-max", help="Maximum defocus, µm."),
+    defocus_min: float = mic.DEFOCUS_MIN,
+    defocus_max: float = mic.DEFOCUS_MAX,
     defocus_groups: int = typer.Option(0, "--defocus-groups", help="0: continuous defocus; K: K values evenly "
                                        "spaced between min and max (defocus groups, as in CWF benchmarks)."),
-    astigmatism: float = typer.Option(0.0, "--astigmatism", help="ΔfU − ΔfV, µm (random azimuth)."),
-    voltage: float = typer.Option(300.0, "--voltage", help="Acceleration voltage, kV."),
-    cs: float = typer.Option(2.7, "--cs", help="Spherical aberration, mm."),
-    amp_contrast: float = typer.Option(0.1, "--amp-contrast", help="Amplitude contrast fraction w."),
-    bfactor: float = typer.Option(0.0, "--bfactor", help="CTF envelope B-factor, Å²."),
-    phase_shift_deg: float = typer.Option(0.0, "--phase-shift-deg", help="Phase-plate shift, degrees."),
+    astigmatism: float = mic.ASTIGMATISM,
+    voltage: float = mic.VOLTAGE,
+    cs: float = mic.CS,
+    amp_contrast: float = mic.AMP_CONTRAST,
+    bfactor: float = mic.BFACTOR,
+    phase_shift_deg: float = mic.PHASE_SHIFT,
     shift_max: float = typer.Option(0.0, "--shift-max", help="Random particle offsets up to this radius, Å."),
     view_cone_deg: float = typer.Option(180.0, "--view-cone-deg", help="Viewing directions within this angle "
                                         "of +z (180: uniform on the sphere); in-plane angle always uniform."),

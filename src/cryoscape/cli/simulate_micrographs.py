@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from . import microscope as mic
+
 __all__ = ["simulate_micrographs_cmd", "parse_size", "parse_kinds"]
 
 
@@ -85,14 +87,14 @@ def simulate_micrographs_cmd(
                              "noise)."),
     mtf_width: float = typer.Option(1.0, "--mtf-width", help="Detector MTF Gaussian width, fraction of Nyquist."),
     dqe0: float = typer.Option(0.8, "--dqe0", help="Detector DQE at zero frequency."),
-    defocus_min: float = typer.Option(1.0, "--defocus-min", help="Minimum defocus, µm."),
-    defocus_max: float = typer.Option(2.5, "--defocus-max", help="Maximum defocus, µm."),
-    astigmatism: float = typer.Option(0.0, "--astigmatism", help="ΔfU − ΔfV, µm (random azimuth)."),
-    voltage: float = typer.Option(300.0, "--voltage", help="Acceleration voltage, kV."),
-    cs: float = typer.Option(2.7, "--cs", help="Spherical aberration, mm."),
-    amp_contrast: float = typer.Option(0.1, "--amp-contrast", help="Amplitude contrast fraction w."),
-    bfactor: float = typer.Option(0.0, "--bfactor", help="CTF envelope B-factor, Å²."),
-    phase_shift_deg: float = typer.Option(0.0, "--phase-shift-deg", help="Phase-plate shift, degrees."),
+    defocus_min: float = mic.DEFOCUS_MIN,
+    defocus_max: float = mic.DEFOCUS_MAX,
+    astigmatism: float = mic.ASTIGMATISM,
+    voltage: float = mic.VOLTAGE,
+    cs: float = mic.CS,
+    amp_contrast: float = mic.AMP_CONTRAST,
+    bfactor: float = mic.BFACTOR,
+    phase_shift_deg: float = mic.PHASE_SHIFT,
     ctf_pad: int = typer.Option(2, "--ctf-pad", help="Apply the CTF on a canvas this many times the field "
                                 "(2: fringes leave the field instead of wrapping around)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed → identical files)."),
