@@ -457,7 +457,8 @@ def load_picker(path) -> tuple[PickerNet, PickerConfig, dict]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
         raise InputError(path, f"not a cryoscape picker model ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(path, f"not a cryoscape picker model (format {payload.get('format') if isinstance(payload, dict) else None!r})")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise InputError(path, f"not a cryoscape picker model (format {found!r})")
     cfg = PickerConfig(**payload["config"])
     model = PickerNet(cfg.channels)
     model.load_state_dict(payload["state"])
