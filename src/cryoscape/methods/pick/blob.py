@@ -261,12 +261,21 @@ def pick_blob(micrograph, apix: float, cfg: BlobConfig, *, ctf: CTFParams | None
         ``xy (n, 2)`` float64 ``(x, y)`` centres in micrograph pixels (0-based pixel centres, ``x`` the column)
         and ``score (n,)`` float64 (the standardised LoG response), best first.
     """
-    score, (sy, sx), a = blob_score_map(micrograph, apix, cfg, ctf=ctf)
-    dmin = (0.5 * cfg.diameter_A if cfg.min_distance_A is None else cfg.min_distance_A) / a
-    edge = (0.5 * cfg.radius_A if cfg.edge_A is None else cfg.edge_A) / a
-    xy, values = find_peaks(score, dmin, threshold=cfg.threshold, max_picks=cfg.max_picks,
-                            edge_px=int(math.ceil(edge - 1e-9)) if edge > 0 else 0, subpixel=cfg.subpixel)
-    xy = xy * np.array([sx, sy])
+    score, scale, a = blob_score_map(micrograph, apix, cfg, ctf=ctf)
+    xy, values = picks_from_z_map(score, a, scale, cfg)
     if progress is not None:
         progress.advance(1)
     return xy, values
+
+
+def picks_from_z_map(z: np.ndarray, work_apix: float, scale, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of a standardised score map at the working pixel size ``work_apix`` (Å) → picks in micrograph
+    pixels (``scale = (sy, sx)``: micrograph pixels per working pixel), with a config's ``min_distance_A``
+    (None: the radius), ``edge_A`` (None: half the radius), ``threshold``, ``max_picks`` and ``subpixel``
+    (shared by the blob picker and the template matcher)."""
+    sy, sx = scale
+    dmin = (0.5 * cfg.diameter_A if cfg.min_distance_A is None else cfg.min_distance_A) / work_apix
+    edge = (0.5 * cfg.radius_A if cfg.edge_A is None else cfg.edge_A) / work_apix
+    xy, values = find_peaks(z, dmin, threshold=cfg.threshold, max_picks=cfg.max_picks,
+                            edge_px=int(math.ceil(edge - 1e-9)) if edge > 0 else 0, subpixel=cfg.subpixel)
+    return xy * np.array([sx, sy]), values

@@ -60,8 +60,7 @@ from ...physics.imaging import ImagingGrid, forward_images
 from ...physics.transform2d import rotate_images
 from ..downsample import crop_images
 from .blob import (POLARITIES, band_pass, check_micrograph, check_picker_options, normalise_micrograph,
-                   robust_standardise)
-from .peaks import find_peaks
+                   picks_from_z_map, robust_standardise)
 
 __all__ = ["TemplateConfig", "Templates", "pick_template", "template_score_map", "make_templates",
            "templates_from_file", "fibonacci_rotations", "prepare_templates", "local_correlation", "disc_mask"]
@@ -74,19 +73,11 @@ class TemplateConfig:
     Attributes:
         diameter_A: the particle's diameter (required): the default least distance between picks, the edge
             margin and the mask.
-        polarity: ``bright`` (protein positive: cryoscape's simulator, RELION's convention) or ``dark`` (raw
-            micrographs from a detector): the micrograph is multiplied by ``−1`` when dark.
-        threshold: keep picks whose standardised score exceeds it (robust σ of the map); None: every peak.
-            3.5: on two 1024² AdK micrographs at SNR 0.003 (116 particles), thresholds 2 / 3 / 3.5 / 4 gave
-            precision 0.57 / 0.93 / 1.0 / 1.0 at recall 0.97 / 0.93 / 0.91 / 0.79; in sparse fields noise
-            peaks reached z = 4.0.
-        min_distance_A: least distance between picks; None: the radius (as the learned picker and Topaz).
-            Measured on benchmarks/picking.py's micrographs (AdK 60 Å apart, junk; 6 of them): template
-            matcher AUPRC 0.946 / 0.946 / 0.867 / 0.637 at 0.5 / 0.6 / 0.75 / 0.85 diameters, blob picker
-            0.53 / 0.55 / 0.51 / 0.34: a larger distance suppresses one of two close particles. On sparse
-            fields (one diameter apart) 0.85 diameters was 1–3 % above one diameter.
-        max_picks: at most this many picks (the best); None: no limit.
-        edge_A: no picks this close to the micrograph's edges; None: half the radius.
+        polarity, min_distance_A, max_picks, edge_A: as :class:`~cryoscape.methods.pick.blob.BlobConfig`
+            (the same checks and defaults; the measurements behind the distance are there).
+        threshold: as the blob picker's (z units of the score map). 3.5: on two 1024² AdK micrographs at
+            SNR 0.003 (116 particles), thresholds 2 / 3 / 3.5 / 4 gave precision 0.57 / 0.93 / 1.0 / 1.0 at
+            recall 0.97 / 0.93 / 0.91 / 0.79; in sparse fields noise peaks reached z = 4.0.
         lowpass_A: Gaussian low-pass of micrograph and templates (response ½ at this length).
         highpass_A: Gaussian high-pass (response ½); None: 2 diameters; 0: none.
         work_apix: working pixel size; None: ``lowpass_A / 3`` (never finer than the templates' or the
@@ -483,12 +474,7 @@ def pick_template(micrograph, apix: float, cfg: TemplateConfig, *, templates: to
     """
     res = template_score_map(micrograph, apix, cfg, templates, templates_apix=templates_apix, ctf=ctf)
     z = robust_standardise(res["score"].detach().to("cpu", torch.float64).numpy())
-    a, (sy, sx) = res["apix"], res["scale"]
-    dmin = (0.5 * cfg.diameter_A if cfg.min_distance_A is None else cfg.min_distance_A) / a
-    edge = (0.5 * cfg.radius_A if cfg.edge_A is None else cfg.edge_A) / a
-    xy, values = find_peaks(z, dmin, threshold=cfg.threshold, max_picks=cfg.max_picks,
-                            edge_px=int(math.ceil(edge - 1e-9)) if edge > 0 else 0, subpixel=cfg.subpixel)
-    xy = xy * np.array([sx, sy])
+    xy, values = picks_from_z_map(z, res["apix"], res["scale"], cfg)
     if progress is not None:
         progress.advance(1)
     return xy, values
