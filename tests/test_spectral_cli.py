@@ -100,15 +100,20 @@ def test_spectral_bad_inputs(simulated, tmp_path, capsys):
     short = "\n".join(ln for ln in text.splitlines() if not ln.startswith("ATOM") or int(ln[22:26]) <= 200)
     (tmp_path / "short.pdb").write_text(short + "\nENDMDL\nEND\n")
     _bad(capsys, tmp_path, [star, "--reference", tmp_path / "short.pdb", "--truth-models", models], "214")
-    # a chain with a gap
+    # gaps cut the chain into segments; one of two residues cannot carry a bend angle
     lines = text.splitlines()
     gap = []
     for ln in lines:
-        if ln.startswith("ATOM") and int(ln[22:26]) > 100:
+        if ln.startswith("ATOM") and int(ln[22:26]) > 2:
             ln = ln[:30] + f"{float(ln[30:38]) + 30:8.3f}" + ln[38:]
         gap.append(ln)
     (tmp_path / "gap.pdb").write_text("\n".join(gap) + "\nENDMDL\nEND\n")
-    _bad(capsys, tmp_path, [star, "--reference", tmp_path / "gap.pdb", "--truth-models", models], "gap")
+    _bad(capsys, tmp_path, [star, "--reference", tmp_path / "gap.pdb"], "residues 1–2", "fewer than 3")
+    # a reference whose chains are not the true models' chains
+    two = [ln[:21] + "B" + ln[22:] if ln.startswith("ATOM") and int(ln[22:26]) > 100 else ln for ln in lines]
+    (tmp_path / "two.pdb").write_text("\n".join(two) + "\nENDMDL\nEND\n")
+    _bad(capsys, tmp_path, [star, "--reference", tmp_path / "two.pdb", "--truth-models", models], "models.pdb",
+         "chains")
     # a STAR without poses
     star_text = star.read_text()
     for col in ("_rlnAngleRot", "_rlnAngleTilt", "_rlnAnglePsi"):

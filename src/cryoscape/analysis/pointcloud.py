@@ -16,7 +16,7 @@ import torch
 
 from ..structure.align import align
 
-__all__ = ["pointcloud_errors"]
+__all__ = ["pointcloud_errors", "segment_errors"]
 
 
 def pointcloud_errors(pred: torch.Tensor, true: torch.Tensor, within: float = 3.0) -> dict:
@@ -42,3 +42,18 @@ def pointcloud_errors(pred: torch.Tensor, true: torch.Tensor, within: float = 3.
         f"frac_within_{within:g}A_aligned": float((ea <= within).double().mean()),
         "per_residue_error_A": e.mean(dim=0).tolist(),
     }
+
+
+def segment_errors(pred: torch.Tensor, true: torch.Tensor, segments) -> dict:
+    """Average error ``mean_{n, i ∈ part} |x̂_ni − x_ni|`` (Å) of each chain and each continuous segment of
+    ``pred`` against ``true`` ``(N, A, 3)``: ``{"per_chain": {chain: Å}, "per_segment": [{"chain",
+    "first_resid", "last_resid", "n_atoms", "avg_error_A"}]}`` (segments:
+    :class:`~cryoscape.structure.segments.Segment` list)."""
+    from ..structure.segments import segments_by_chain
+    e = (pred.to(torch.float64) - true.to(torch.float64)).norm(dim=-1)
+    e = e[None] if e.dim() == 1 else e
+    per_segment = [{"chain": s.chain, "first_resid": s.first_resid, "last_resid": s.last_resid,
+                    "n_atoms": len(s), "avg_error_A": float(e[:, s.atoms].mean())} for s in segments]
+    per_chain = {c: float(torch.cat([e[:, s.atoms] for s in segs], 1).mean())
+                 for c, segs in segments_by_chain(segments).items()}
+    return {"per_chain": per_chain, "per_segment": per_segment}

@@ -26,7 +26,8 @@ from ..io.atomic import check_can_write
 from ..io.errors import InputError
 from .folder import RunFolder
 
-__all__ = ["spectral_run", "spectral_to_folder", "held_out_errors", "truth_for_particles", "ERROR_KEYS"]
+__all__ = ["spectral_run", "spectral_to_folder", "held_out_errors", "truth_for_particles", "check_same_chains",
+           "ERROR_KEYS"]
 
 #: errors of :func:`cryoscape.analysis.pointcloud.pointcloud_errors` copied into metrics.json (all in Å)
 ERROR_KEYS = ("avg_error_A", "avg_max_error_A", "max_error_A", "rmsd_aligned_mean_A")
@@ -61,17 +62,41 @@ def truth_for_particles(truth_models: Path, particles: Path, n_atoms: int) -> tu
     return models.coords[[lookup[int(c)] for c in conf]], conf
 
 
+def check_same_chains(reference, truth, where) -> None:
+    """The true models' chains and residue numbers must be the reference's, atom for atom (a model whose
+    chains are ordered or numbered differently would be scored against the wrong atoms): else
+    :class:`InputError` naming ``where`` and the first differing atom."""
+    from ..structure.segments import find_segments
+    cut_ref = [(s.start, s.stop) for s in find_segments(reference.coords[:1], reference.chains, reference.resids,
+                                                        max_bond_A=float("inf"))]
+    cut_true = [(s.start, s.stop) for s in find_segments(truth.coords[:1], truth.chains, truth.resids,
+                                                         max_bond_A=float("inf"))]
+    differ = np.nonzero(np.asarray(reference.resids) != np.asarray(truth.resids))[0]
+    if len(differ):
+        a = int(differ[0])
+        raise InputError(where, f"atom {a + 1} is residue {int(truth.resids[a])} of chain {truth.chains[a]}, "
+                                f"the reference's is residue {int(reference.resids[a])} of chain {reference.chains[a]}")
+    if cut_ref != cut_true:
+        raise InputError(where, f"its chains ({len(cut_true)}) do not match the reference's ({len(cut_ref)}) "
+                                "atom for atom")
+
+
 def held_out_errors(result) -> dict:
     """Errors of the held-out particles against the truth, ``{"test_initial": {...}, "test_trained": {...}}``
-    (:func:`~cryoscape.analysis.pointcloud.pointcloud_errors`; empty dicts without a truth)."""
-    from ..analysis.pointcloud import pointcloud_errors
+    (:func:`~cryoscape.analysis.pointcloud.pointcloud_errors`, plus ``per_chain`` and ``per_segment`` average
+    errors when the model has several segments; empty dicts without a truth)."""
+    from ..analysis.pointcloud import pointcloud_errors, segment_errors
     if result.truth is None or not len(result.test_index):
         return {"test_initial": {}, "test_trained": {}}
     import torch
     test = torch.as_tensor(result.test_index)
     truth = result.truth[test]
-    return {"test_initial": pointcloud_errors(result.initial_models[test], truth),
-            "test_trained": pointcloud_errors(result.models[test].detach(), truth)}
+    out = {}
+    for stage, pred in (("test_initial", result.initial_models[test]), ("test_trained", result.models[test].detach())):
+        out[stage] = pointcloud_errors(pred, truth)
+        if len(result.segments) > 1:
+            out[stage].update(segment_errors(pred, truth, result.segments))
+    return out
 
 
 def _write(run: RunFolder, result, meta, color, models_format: str) -> dict:
@@ -102,7 +127,8 @@ def _write(run: RunFolder, result, meta, color, models_format: str) -> dict:
     last = result.history[-1]
     run.metrics.update({"n_particles": int(len(models)), "n_test": int(len(result.test_index)),
                         "n_atoms": int(models.shape[1]), "k": int(embedding.shape[1]), "epochs": int(last["epoch"]),
-                        "final_loss": float(last["loss"]), "method_s": float(result.wall_s)})
+                        "final_loss": float(last["loss"]), "method_s": float(result.wall_s),
+                        "n_chains": len({s.chain for s in result.segments}), "n_segments": len(result.segments)})
     for stage, values in errors.items():
         for key in ERROR_KEYS:
             if key in values:
@@ -127,12 +153,12 @@ def spectral_to_folder(out: str | Path, data, reference: np.ndarray, meta, cfg, 
         color: per-particle values for the embedding plot (e.g. the true conformation).
         config, inputs: extra entries of ``config.yaml`` and of metrics.json's "inputs".
     """
-    from ..methods.spectral.run import check_inputs, run_spectral, training_items
+    from ..methods.spectral.run import check_inputs, model_segments, run_spectral, training_items
     from ..utils import devices
     from ..utils.progress import progress_bar
     if models_format not in ("pdb", "dcd"):
         raise InputError("--models-format", f"must be pdb or dcd, got {models_format!r}")
-    check_inputs(len(data), reference, cfg, truth)
+    segments = check_inputs(len(data), reference, cfg, truth, segments=model_segments(reference, meta, truth))
     device = devices.resolve_device(cfg.fit.device)  # "cuda" without a GPU: one line, nothing written
     check_can_write(out, overwrite)
     world = devices.dist_info().world_size
@@ -142,16 +168,18 @@ def spectral_to_folder(out: str | Path, data, reference: np.ndarray, meta, cfg, 
                    "ctf_free": data.ctf is None, "truth": truth is not None, **(inputs or {})}
     folder = RunFolder(out, command, full_config, overwrite=overwrite, resume=True, inputs=full_inputs)
     if not devices.is_main():
-        run_spectral(data, reference, cfg, truth, checkpoint_dir=folder.dir)
+        run_spectral(data, reference, cfg, truth, checkpoint_dir=folder.dir, segments=segments)
         return None
     with folder as run:
-        run.log.info("%d particles from %s, %d px, %.4g Å/px; %d Cα; %s model, k = %d, %s features; %s, "
-                     "%d thread(s), world size %d", len(data), data.source, data.D, data.apix, reference.shape[0],
-                     cfg.model, cfg.k, cfg.features, device, torch_threads(), world)
+        run.log.info("%d particles from %s, %d px, %.4g Å/px; %d Cα in %d chain(s), %d segment(s); %s model, "
+                     "k = %d, %s features; %s, %d thread(s), world size %d", len(data), data.source, data.D,
+                     data.apix, reference.shape[0], len({s.chain for s in segments}), len(segments), cfg.model,
+                     cfg.k, cfg.features, device, torch_threads(), world)
         for note in data.notes:
             run.log.info("note: %s", note)
         with progress_bar(training_items(len(data), cfg), "spectral model", show_progress) as bar:
-            result = run_spectral(data, reference, cfg, truth, bar, checkpoint_dir=run.dir, log=run.log)
+            result = run_spectral(data, reference, cfg, truth, bar, checkpoint_dir=run.dir, log=run.log,
+                                  segments=segments)
         errors = _write(run, result, meta, color, models_format)
         run.metrics["world_size"] = int(world)
         for stage, values in errors.items():
@@ -178,8 +206,8 @@ def spectral_run(particles: str | Path, reference: str | Path, out: str | Path, 
     (default: the cores this process may use, shared among torchrun's processes). Returns the
     ``metrics.json`` payload (None on ranks other than 0)."""
     from ..data.particles import load_particles
-    from ..io.models import read_structure
-    from ..methods.spectral.run import check_inputs
+    from ..io.models import read_model, read_structure
+    from ..methods.spectral.run import check_inputs, model_segments
     from ..utils import devices
     particles, reference, out = Path(particles), Path(reference), Path(out)
     cfg.check()
@@ -193,7 +221,8 @@ def spectral_run(particles: str | Path, reference: str | Path, out: str | Path, 
     truth = conf = None
     if truth_models is not None:
         truth, conf = truth_for_particles(Path(truth_models), particles, ref.n_atoms)
-    check_inputs(len(data), coords, cfg, truth, reference)
+        check_same_chains(ref, read_model(Path(truth_models), "ca"), truth_models)
+    check_inputs(len(data), coords, cfg, truth, reference, model_segments(coords, ref, truth))
     n_threads = devices.set_threads(threads)
     if devices.is_main():
         for note in data.notes:

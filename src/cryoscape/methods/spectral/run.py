@@ -25,14 +25,14 @@ import torch
 
 from ...io.errors import InputError
 from ...structure.chain import chain_to_internal
+from ...structure.segments import Segment, check_segments, find_segments
 from .features import oracle_maps
 from .graph import spectral_embedding
-from .model import FitConfig, LinearAngleModel, CartesianModel, fit_model, refine_cartesian, render_particles
+from .model import (FitConfig, LinearAngleModel, CartesianModel, SegmentedAngleModel, fit_model, refine_cartesian,
+                    render_particles)
 
-__all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "check_chain", "check_inputs", "default_fit",
+__all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "model_segments", "check_inputs", "default_fit",
            "split", "training_items", "MODELS", "FEATURES"]
-
-MAX_BOND_A = 4.2
 
 
 MODELS = ("cartesian", "angles")
@@ -121,7 +121,8 @@ class SpectralResult:
     model as each particle starts (with the same anchors); ``embedding (N, k)``; ``test_index``: the held-out
     particles (sorted); ``history``: per-epoch training history of every stage (epochs numbered on);
     ``truth (N, L, 3)`` when given; ``views``: noiseless renders of three held-out particles (``initial``,
-    ``truth``, ``prediction``) beside the ``observed`` images, each ``(3, D, D)``.
+    ``truth``, ``prediction``) beside the ``observed`` images, each ``(3, D, D)``; ``segments``: the
+    continuous segments the model was cut into (:class:`~cryoscape.structure.segments.Segment`).
     """
 
     models: torch.Tensor
@@ -132,22 +133,24 @@ class SpectralResult:
     initial_models: torch.Tensor | None = None
     truth: torch.Tensor | None = None
     views: dict = field(default_factory=dict)
+    segments: list = field(default_factory=list)
 
 
-def check_chain(coords: np.ndarray, where) -> None:
-    """Refuse chains with gaps: consecutive Cα more than 4.2 Å apart (split the model into segments)."""
-    d = np.linalg.norm(np.diff(coords, axis=-2), axis=-1)
-    if d.ndim > 1:
-        d = d.max(axis=0)
-    gaps = np.nonzero(d > MAX_BOND_A)[0]
-    if len(gaps):
-        raise InputError(where, f"chain gap: Cα {gaps[0] + 1}–{gaps[0] + 2} are {d[gaps[0]]:.1f} Å apart "
-                                f"({len(gaps)} gap(s) > {MAX_BOND_A} Å); give one continuous segment")
+def model_segments(reference: np.ndarray, meta=None, truth: np.ndarray | None = None) -> list[Segment]:
+    """The continuous segments of the given model (:func:`cryoscape.structure.segments.find_segments`): cut at
+    chain and residue-number restarts of ``meta`` (a :class:`~cryoscape.io.models.Conformations` of the same
+    atoms; None: one chain numbered 1…L) and at Cα gaps above 4.2 Å in the reference or in any true model."""
+    L = reference.shape[0]
+    coords = reference[None] if truth is None else np.concatenate([reference[None], truth], 0)
+    chains = np.array(["A"] * L) if meta is None else meta.chains
+    resids = np.arange(1, L + 1) if meta is None else meta.resids
+    return find_segments(coords, chains, resids)
 
 
 def check_inputs(n_particles: int, reference: np.ndarray, cfg: SpectralConfig, truth: np.ndarray | None = None,
-                 where_reference="--reference") -> None:
-    """Every refusal :func:`run_spectral` would make about its inputs, without reading any image."""
+                 where_reference="--reference", segments: list[Segment] | None = None) -> list[Segment]:
+    """Every refusal :func:`run_spectral` would make about its inputs, without reading any image; returns the
+    segments (``segments``, or :func:`model_segments` of the reference and truth)."""
     cfg.check()
     if cfg.features == "oracle" and truth is None:
         raise InputError("--features", "the oracle feature source needs the true models (--truth-models)")
@@ -158,7 +161,11 @@ def check_inputs(n_particles: int, reference: np.ndarray, cfg: SpectralConfig, t
         raise InputError("--truth-models", f"true models have shape {truth.shape}, expected ({n_particles}, {L}, 3)")
     if not cfg.k < n_particles:
         raise InputError("--k", f"must be in 1..{n_particles - 1}, got {cfg.k}")
-    check_chain(reference, where_reference)
+    segments = model_segments(reference, None, truth) if segments is None else segments
+    if sum(len(s) for s in segments) != L:
+        raise InputError(where_reference, f"segments cover {sum(len(s) for s in segments)} atoms, the model has {L}")
+    check_segments(segments, where_reference)
+    return segments
 
 
 def split(n: int, cfg: SpectralConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +182,7 @@ def training_items(n: int, cfg: SpectralConfig) -> int:
 
 
 def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.ndarray | None = None,
-                 progress=None, checkpoint_dir=None, log=None) -> SpectralResult:
+                 progress=None, checkpoint_dir=None, log=None, segments: list[Segment] | None = None) -> SpectralResult:
     """Run the method.
 
     Args:
@@ -185,6 +192,10 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
             (the paper's protocol) and the oracle features; the method does not score against it.
         progress: object with ``advance(n)``, advanced by the images of every batch (:func:`training_items`
             in all).
+        segments: the model's continuous segments (chains, missing loops; default :func:`model_segments` of
+            the reference and truth, cut at Cα gaps only): the cartesian model's smooth basis is per segment,
+            the angle model's internal coordinates are per segment with a rigid link each, and no bond term
+            spans a gap.
         checkpoint_dir: folder of the per-epoch checkpoints (``fit.pt``, and ``refine.pt`` for the refit);
             a run finds them there and resumes (None: no checkpoints). log: logger (one line per epoch).
     Training runs on ``cfg.fit.device``; under ``torchrun`` each process fits its part of every batch and
@@ -195,14 +206,16 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     if data.rotations is None:
         raise InputError(data.source, "no poses")
     N = len(data)
-    check_inputs(N, reference, cfg, truth)
+    segments = check_inputs(N, reference, cfg, truth, segments=segments)
     ref_t = torch.as_tensor(reference, dtype=torch.float64)[None]
-    ref = chain_to_internal(ref_t)
+    # the anchor segment: the only one for a continuous chain, else the longest (the others hang on rigid links)
+    primary = max(segments, key=len)
+    ref = chain_to_internal(ref_t[:, primary.atoms])
     if cfg.bonds == "constant":
         ref.bonds = torch.full_like(ref.bonds, float(ref.bonds.mean()))
     true_t = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)
     if true_t is not None:
-        true_int = chain_to_internal(true_t, ref=ref.ref)
+        true_int = chain_to_internal(true_t[:, primary.atoms], ref=ref.ref)
         anchors = (true_int.ref_pos, true_int.ref_frame)  # the paper's protocol: each particle's true anchor
     else:
         anchors = (ref.ref_pos.expand(N, -1), ref.ref_frame.expand(N, -1, -1))
@@ -218,10 +231,15 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
     poses = data.poses  # shift_A: the particle's displacement from the box centre (−RELION origin)
     R, offsets = poses.R, poses.shift_A
 
+    v_rms = float(v.pow(2).mean().sqrt())
+
     def new_model():
         if cfg.model == "cartesian":
-            return CartesianModel(ref_t[0], cfg.k, float(v.pow(2).mean().sqrt()), cfg.smooth_modes,
-                                  hidden=cfg.hidden, seed=cfg.fit.seed)
+            return CartesianModel(ref_t[0], cfg.k, v_rms, cfg.smooth_modes, hidden=cfg.hidden, seed=cfg.fit.seed,
+                                  segments=segments)
+        if len(segments) > 1:
+            return SegmentedAngleModel(ref_t[0], segments, cfg.k, v_rms, bias=cfg.bias,
+                                       constant_bonds=cfg.bonds == "constant")
         return LinearAngleModel(ref, cfg.k, bias=cfg.bias)
 
     model = new_model()
@@ -252,4 +270,4 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
                                         data.apix).numpy()
                  for name, c in (("initial", start), ("truth", true_t), ("prediction", models)) if c is not None}
         views["observed"] = images[show].numpy()
-    return SpectralResult(models, v, test, history, time.perf_counter() - t0, start, true_t, views)
+    return SpectralResult(models, v, test, history, time.perf_counter() - t0, start, true_t, views, segments)
