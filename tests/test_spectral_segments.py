@@ -158,3 +158,74 @@ def test_segment_errors_on_known_displacements():
     assert out["per_chain"] == pytest.approx({"A": 1.0, "B": 1.5})
     assert [p["avg_error_A"] for p in out["per_segment"]] == pytest.approx([1.0, 0.0, 3.0])
     assert out["per_segment"][2]["first_resid"] == 6
+
+
+def test_dimer_through_simulate_and_spectral_keeps_its_chains(adk, tmp_path, capsys):
+    """Two AdK copies written as a PDB go through `cryoscape simulate` (truth/models.pdb keeps two chains, all
+    atoms) and `cryoscape spectral` (two chains, two segments; per-chain errors that improve; models.pdb reads
+    back with both chains)."""
+    import json
+
+    from cryoscape.cli.main import main
+    from cryoscape.io.models import Conformations, read_model, write_pdb
+    x, segs = _dimer(adk, frames=range(0, 102, 6), gap_A=55.0)
+    conf = Conformations(x, np.concatenate([adk.names] * 2), np.concatenate([adk.resnames] * 2),
+                         np.concatenate([adk.resids] * 2), np.array(["A"] * 214 + ["B"] * 214),
+                         np.concatenate([adk.elements] * 2), "dimer")
+    write_pdb(tmp_path / "dimer.pdb", conf)
+
+    def cli(argv):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+
+    cli(["simulate", tmp_path / "dimer.pdb", "-n", "150", "--box", "48", "--apix", "3.5", "--snr", "1",
+         "--no-progress", "-o", tmp_path / "sim"])
+    truth = read_model(tmp_path / "sim" / "truth" / "models.pdb")
+    assert truth.n_atoms == 428 and len(set(truth.chains)) == 2
+    cli(["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "dimer.pdb", "--truth-models",
+         tmp_path / "sim" / "truth" / "models.pdb", "--features", "oracle", "--epochs", 20, "--refine-modes", 0,
+         "--test-fraction", 0.2,
+         "--no-progress", "-o", tmp_path / "sp"])
+    m = json.loads((tmp_path / "sp" / "metrics.json").read_text())["metrics"]
+    assert m["n_chains"] == 2 and m["n_segments"] == 2 and m["n_atoms"] == 428
+    errors = json.loads((tmp_path / "sp" / "errors.json").read_text())
+    before, after = errors["test_initial"]["per_chain"], errors["test_trained"]["per_chain"]
+    assert set(after) == {"A", "B"} and len(errors["test_trained"]["per_segment"]) == 2
+    assert all(after[c] < before[c] for c in "AB"), (before, after)
+    models = read_model(tmp_path / "sp" / "models.pdb")
+    assert models.n_atoms == 428 and list(dict.fromkeys(models.chains)) == ["A", "B"]
+
+
+def test_more_chains_than_a_pdb_holds_go_through_mmcif(adk, tmp_path, capsys):
+    """70 five-residue chains (cut from AdK, so bonds are real): `simulate` writes truth/models.cif, and
+    `spectral` reads it, fits 70 segments and writes models.cif that reads back with 70 chains."""
+    import json
+
+    from cryoscape.cli.main import main
+    from cryoscape.io.models import Conformations, read_model, write_cif
+    n_chains, per = 70, 3
+    frames = np.arange(0, 102, 10)
+    x = np.concatenate([adk.coords[frames][:, 2 * i:2 * i + per] + np.array([0.0, 0.0, 0.5 * i])
+                        for i in range(n_chains)], 1)
+    x = x - x[0].mean(0)
+    idx = np.concatenate([np.arange(2 * i, 2 * i + per) for i in range(n_chains)])
+    chains = np.array([f"C{i}" for i in range(n_chains) for _ in range(per)])
+    conf = Conformations(x, adk.names[idx], adk.resnames[idx], adk.resids[idx], chains, adk.elements[idx], "chains")
+    write_cif(tmp_path / "many.cif", conf)
+
+    def cli(argv):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+
+    cli(["simulate", tmp_path / "many.cif", "-n", "60", "--box", "48", "--apix", "3.0", "--snr", "1",
+         "--no-progress", "-o", tmp_path / "sim"])
+    truth = tmp_path / "sim" / "truth" / "models.cif"
+    assert truth.exists() and not (tmp_path / "sim" / "truth" / "models.pdb").exists()
+    assert len(dict.fromkeys(read_model(truth).chains)) == n_chains
+    cli(["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "many.cif", "--truth-models",
+         truth, "--epochs", 1, "--refine-modes", 0, "--no-progress", "-o", tmp_path / "sp"])
+    assert json.loads((tmp_path / "sp" / "metrics.json").read_text())["metrics"]["n_chains"] == n_chains
+    models = read_model(tmp_path / "sp" / "models.cif")
+    assert models.n_frames == 60 and len(dict.fromkeys(models.chains)) == n_chains

@@ -61,7 +61,8 @@ def spectral(
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Particles held out for the metrics."),
     seed: int = typer.Option(0, "--seed"),
     models_format: str = typer.Option("pdb", "--models-format", help="pdb (one model per particle) or dcd "
-                                      "(models.dcd + models_topology.pdb: 12 bytes per atom and particle)."),
+                                      "(models.dcd + models_topology.pdb: 12 bytes per atom and particle); past 62 "
+                                      "chains models.cif or models_topology.cif."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: the cores this "
                                           "process may use, shared among torchrun's processes)."),
@@ -89,5 +90,5 @@ def spectral(
     brief = {key: round(m[key], 3) for key in ("n_particles", "test_initial_avg_error_A", "test_trained_avg_error_A",
                                      "test_trained_avg_max_error_A", "test_trained_max_error_A") if key in m}
     typer.echo(json.dumps({**brief, "wall_s": round(summary["wall_s"], 1)}))
-    models_files = "models.dcd + models_topology.pdb" if models_format == "dcd" else "models.pdb"
+    models_files = " + ".join(f for f in summary.get("files", []) if f.startswith("models"))
     typer.echo(f"wrote {out}/{models_files}, embedding.npy, metrics.json, embedding.png, training.png")

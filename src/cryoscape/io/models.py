@@ -37,6 +37,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["Conformations", "read_model", "read_trajectory", "read_structure", "write_pdb", "write_cif",
+           "models_filename",
            "write_models", "write_dcd", "distinct_chains", "chain_starts", "pdb_chain_ids", "SELECTIONS",
            "check_pdb_coordinates", "check_cif_coordinates"]
 
@@ -641,6 +642,12 @@ def write_cif(path: str | Path, conf: Conformations, bfactors: np.ndarray | None
     doc = st.make_mmcif_document(groups)
     with atomic_path(path) as tmp:
         doc.write_file(str(tmp))
+
+
+def models_filename(conf: Conformations, stem: str = "models") -> str:
+    """``<stem>.pdb`` when the chains fit a PDB file (at most 62), else ``<stem>.cif``."""
+    n_chains = len(_chain_runs(distinct_chains(conf.chains, conf.resids))[1])
+    return f"{stem}.pdb" if n_chains <= len(PDB_CHAIN_IDS) else f"{stem}.cif"
 
 
 def write_models(path: str | Path, conf: Conformations, bfactors: np.ndarray | None = None) -> None:

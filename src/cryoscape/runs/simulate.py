@@ -5,8 +5,8 @@ inputs, writes the folder and resumes an interrupted run. The folder holds:
 
 - ``particles.mrcs`` (noisy images) and ``particles.star`` (RELION 3.1, plus ``_cryoscapeConformation``);
 - ``truth/``: ``conformation.npy``, ``frame_ids.npy``, ``rotations.npy``, ``offsets_A.npy``, cryoDRGN
-  ``poses.pkl`` and (with a CTF) ``ctf.pkl``, ``models.pdb`` (atoms) or ``volume.mrc`` (map), and with
-  ``save_clean`` the noiseless ``clean.mrcs`` (and, with a CTF, the CTF-free ``clean_noctf.mrcs``);
+  ``poses.pkl`` and (with a CTF) ``ctf.pkl``, ``models.pdb`` (atoms; ``models.cif`` past 62 chains) or
+  ``volume.mrc`` (map), and with ``save_clean`` the noiseless ``clean.mrcs`` (and, with a CTF, the CTF-free ``clean_noctf.mrcs``);
 - ``previews/stages.png`` and ``previews/ctf.png``;
 - ``config.yaml``, ``versions.txt``, ``run.log`` and ``metrics.json`` (:mod:`cryoscape.runs.folder`).
 
@@ -261,7 +261,7 @@ def particle_table(plan: SimulationPlan, cfg: SimulationConfig):
 def _write_truth(folder: Path, plan: SimulationPlan, source, cfg: SimulationConfig, truth_models) -> None:
     """STAR, numpy truth, cryoDRGN pickles, and the truth models (atoms) or map."""
     from ..io.cryodrgn_pkl import write_ctf_pkl, write_poses_pkl
-    from ..io.models import write_pdb
+    from ..io.models import models_filename, write_models
     from ..io.mrc import write_map
     from ..io.star import write_star
 
@@ -282,7 +282,8 @@ def _write_truth(folder: Path, plan: SimulationPlan, source, cfg: SimulationConf
     if isinstance(source, MapSource):
         write_map(truth / "volume.mrc", source.volume.numpy(), source.apix)
     else:
-        write_pdb(truth / "models.pdb", source.truth_models(truth_models, plan.frame_ids))
+        models = source.truth_models(truth_models, plan.frame_ids)
+        write_models(truth / models_filename(models), models)  # models.cif past 62 chains
 
 
 def _write_previews(folder: Path, plan: SimulationPlan, source, cfg: SimulationConfig, sigma: float, device,

@@ -5,7 +5,8 @@ cryoDRGN pickles; the given model; optionally the true models of a simulated set
 (:func:`cryoscape.methods.spectral.run.run_spectral`) and writes, besides ``config.yaml``, ``versions.txt``,
 ``run.log`` and ``metrics.json`` (:mod:`cryoscape.runs.folder`):
 
-- ``models.pdb`` (one model per particle), or with ``models_format`` "dcd" ``models.dcd`` + ``models_topology.pdb``;
+- ``models.pdb`` (one model per particle; ``models.cif`` past 62 chains), or with ``models_format`` "dcd"
+  ``models.dcd`` + ``models_topology.pdb`` (``.cif`` past 62 chains);
 - ``embedding.npy`` ``(N, k)``, ``test_index.npy`` (held-out particles), ``training.json`` (per-epoch history);
 - ``embedding.png``, ``training.png``, ``projections.png`` (three held-out particles: the given model, the
   truth, the prediction and the observed image) and, with the truth, ``structures.png``;
@@ -101,7 +102,7 @@ def held_out_errors(result) -> dict:
 
 def _write(run: RunFolder, result, meta, color, models_format: str) -> dict:
     """Files, plots and metrics of a finished :class:`SpectralResult` into ``run``; returns :func:`held_out_errors`."""
-    from ..io.models import Conformations, write_dcd, write_pdb
+    from ..io.models import Conformations, models_filename, write_dcd, write_models
     from ..report.plots import embedding_plot, structures_plot, training_plot, views_plot
     models = result.models.detach().cpu().numpy()
     conf = Conformations(models, meta.names, meta.resnames, meta.resids, meta.chains, meta.elements,
@@ -109,7 +110,7 @@ def _write(run: RunFolder, result, meta, color, models_format: str) -> dict:
     if models_format == "dcd":
         write_dcd(run.file("models.dcd"), conf)
     else:
-        write_pdb(run.file("models.pdb"), conf)
+        write_models(run.file(models_filename(conf)), conf)  # models.cif past 62 chains
     embedding = result.embedding.cpu().numpy()
     np.save(run.file("embedding.npy"), embedding)
     np.save(run.file("test_index.npy"), result.test_index)

@@ -32,6 +32,7 @@ from .model import (FitConfig, LinearAngleModel, CartesianModel, SegmentedAngleM
                     render_particles)
 
 __all__ = ["SpectralConfig", "SpectralResult", "run_spectral", "model_segments", "check_inputs", "default_fit",
+           "variability_box",
            "split", "training_items", "MODELS", "FEATURES"]
 
 
@@ -50,7 +51,9 @@ class SpectralConfig:
     set the atom width). The paper's model: ``model`` "angles" (bend and torsion angles linear in the
     eigenvectors, with ``bias`` and ``bonds`` "constant" or "given"; no refit) with ``k`` = 10 and
     :func:`default_fit` ("angles": Adam 0.01, constant steps). ``hidden``: units of an optional small MLP
-    term of the cartesian model. ``oracle_*``: the grid of the paper's oracle features."""
+    term of the cartesian model. ``oracle_*``: the grid of the paper's oracle features. ``variability_box``: the
+    crop of the images for the variability features (None: :func:`variability_box`, the same pixel for any
+    box)."""
 
     features: str = "images"
     k: int = 3
@@ -66,7 +69,7 @@ class SpectralConfig:
     oracle_apix: float = 6.0
     oracle_noise: float = 0.5
     variability_modes: int = 1
-    variability_box: int = 32
+    variability_box: int | None = None
     variability_resolution_A: float = 10.0
     fit: FitConfig = field(default_factory=lambda: default_fit("cartesian"))
 
@@ -103,6 +106,15 @@ class SpectralConfig:
             raise InputError("--optimizer", f"must be sgd or adam, got {self.fit.optimizer!r}")
         if self.fit.schedule not in ("constant", "cosine"):
             raise InputError("--schedule", f"must be constant or cosine, got {self.fit.schedule!r}")
+
+
+def variability_box(D: int, apix: float, resolution_A: float) -> int:
+    """The box the images are Fourier-cropped to for the variability features: the smallest even box, at most
+    ``D``, whose pixel is no larger than ``0.365 · resolution_A`` (Nyquist at 1.37× the features' frequency
+    limit). That is the measured setting on AdK (64 px of 1.822 Å cropped to 32 px for 10 Å) kept for any box:
+    a fixed 32 px would blur a larger particle's features (a dimer in 112 px: 6.4 Å pixels, Nyquist 12.8 Å)."""
+    size = D * apix / (0.365 * resolution_A)
+    return int(min(D, 2 * math.ceil(size / 2 - 1e-9)))
 
 
 def default_fit(model: str, **changes) -> FitConfig:
@@ -223,8 +235,9 @@ def run_spectral(data, reference: np.ndarray, cfg: SpectralConfig, truth: np.nda
         feats = oracle_maps(true_t - true_t.mean(1, keepdim=True), cfg.oracle_box, cfg.oracle_apix, blur=cfg.fit.sigma,
                             noise_std=cfg.oracle_noise, seed=cfg.fit.seed)
     else:
-        feats = variability_coordinates(data, cfg.variability_box, cfg.variability_modes,
-                                        cfg.variability_resolution_A, seed=cfg.fit.seed)
+        box = cfg.variability_box or variability_box(data.D, data.apix, cfg.variability_resolution_A)
+        feats = variability_coordinates(data, box, cfg.variability_modes, cfg.variability_resolution_A,
+                                        seed=cfg.fit.seed)
     v, _, _ = spectral_embedding(feats, cfg.k)
     images = torch.from_numpy(data.images(slice(0, N))).to(torch.float64)
     train, test = split(N, cfg)
