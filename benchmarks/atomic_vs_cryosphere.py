@@ -28,7 +28,7 @@ through the same noise: at equal SNR a dimer in a larger box would get less nois
 Reported per case: the held-out particles' average Cα error before and after training, the aligned RMSD, the
 fraction within 3 Å, per chain, wall time and peak RSS of simulate and of spectral.
 
-``--peer``: cryoSPHERE (Gilles & Singer; PyPI ``cryosphere`` 0.6.1 in ``.venv-peers/cryosphere``, run by
+``--peer``: cryoSPHERE (Ducrocq, Grunewald, Westenhoff & Lindsten; PyPI ``cryosphere`` 0.6.1 in ``.venv-peers/cryosphere``, run by
 ``benchmarks/peers/cryosphere_fit.py`` in one CPU process) on the same particles.star and reference (frame 0)
 as the ``single`` case; its per-particle Cα models are scored on the same held-out particles.
 
@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
     p.add_argument("--snr-per-case", dest="same_noise", action="store_false",
                    help="simulate every case at --snr over its own box (default: the single chain's noise level)")
     p.add_argument("--peer", action="store_true")
-    p.add_argument("--peer-epochs", type=int, default=100)
+    p.add_argument("--peer-epochs", type=int, default=150)
     args = p.parse_args(argv)
     global OUT
     if args.seed:

@@ -229,3 +229,14 @@ def test_more_chains_than_a_pdb_holds_go_through_mmcif(adk, tmp_path, capsys):
     assert json.loads((tmp_path / "sp" / "metrics.json").read_text())["metrics"]["n_chains"] == n_chains
     models = read_model(tmp_path / "sp" / "models.cif")
     assert models.n_frames == 60 and len(dict.fromkeys(models.chains)) == n_chains
+
+
+def test_variability_crop_keeps_the_pixel_for_any_box():
+    """AdK's measured setting (64 px of 1.822 Å → 32 px for 10 Å features) is kept for larger boxes: the crop's
+    pixel stays ≤ 0.365 × 10 Å, and never beyond the image's own box."""
+    from cryoscape.methods.spectral.run import variability_box
+    assert variability_box(64, 1.822, 10.0) == 32
+    for D, apix in ((112, 1.822), (128, 1.822), (96, 2.6), (48, 2.5)):
+        box = variability_box(D, apix, 10.0)
+        assert box % 2 == 0 and D * apix / box <= 3.65 + 1e-9 and D * apix / (box - 2) > 3.65
+    assert variability_box(20, 5.0, 10.0) == 20  # coarser than the features need: no crop
