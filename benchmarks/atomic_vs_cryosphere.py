@@ -28,12 +28,13 @@ through the same noise: at equal SNR a dimer in a larger box would get less nois
 Reported per case: the held-out particles' average Cα error before and after training, the aligned RMSD, the
 fraction within 3 Å, per chain, wall time and peak RSS of simulate and of spectral.
 
-``--peer``: cryoSPHERE (Ducrocq, Grunewald, Westenhoff & Lindsten; PyPI ``cryosphere`` 0.6.1 in ``.venv-peers/cryosphere``, run by
-``benchmarks/peers/cryosphere_fit.py`` in one CPU process) on the same particles.star and reference (frame 0)
-as the ``single`` case; its per-particle Cα models are scored on the same held-out particles.
+``--peer``: cryoSPHERE (Ducrocq, Grunewald, Westenhoff & Lindsten; PyPI ``cryosphere`` 0.6.1 in
+``.venv-peers/cryosphere``, run by ``benchmarks/peers/cryosphere_fit.py`` in one CPU process) on the same
+particles.star and reference (frame 0) as the ``single`` case; its per-particle Cα models are scored on the same
+held-out particles.
 
-Outputs under ``benchmarks/out/atomic`` (``atomic-seedS`` for ``--seed S`` ≠ 0; reused when present: delete a case's folder to redo it). The last
-line printed is one JSON object.
+Outputs under ``benchmarks/out/atomic`` (``atomic-seedS`` for ``--seed S`` ≠ 0; reused when present: delete a
+case's folder to redo it). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def run_case(case: str, base, args, noise_sigma: float | None = None) -> dict:
 
         log(f"{case}: simulate {n} images")
         result["simulate"] = simulate(args.snr)
-        if noise_sigma is not None and not case.startswith("scale"):  # the single chain's noise level: SNR scaled by (σ at args.snr / σ_single)²
+        # the single chain's noise level: the SNR scaled by (σ at args.snr / σ_single)²
+        if noise_sigma is not None and not case.startswith("scale"):
             sigma = json.loads((sim / "metrics.json").read_text())["metrics"]["noise_sigma"]
             result["simulate"] = simulate(args.snr * (sigma / noise_sigma) ** 2)
         (folder / "simulate_cost.json").write_text(json.dumps(result["simulate"]))

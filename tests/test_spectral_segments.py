@@ -160,13 +160,20 @@ def test_segment_errors_on_known_displacements():
     assert out["per_segment"][2]["first_resid"] == 6
 
 
+def _cli(capsys, argv) -> None:
+    """``cryoscape ARGV`` in this process; it must exit 0."""
+    from cryoscape.cli.main import main
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+
+
 def test_dimer_through_simulate_and_spectral_keeps_its_chains(adk, tmp_path, capsys):
     """Two AdK copies written as a PDB go through `cryoscape simulate` (truth/models.pdb keeps two chains, all
     atoms) and `cryoscape spectral` (two chains, two segments; per-chain errors that improve; models.pdb reads
     back with both chains)."""
     import json
 
-    from cryoscape.cli.main import main
     from cryoscape.io.models import Conformations, read_model, write_pdb
     x, segs = _dimer(adk, frames=range(0, 102, 6), gap_A=55.0)
     conf = Conformations(x, np.concatenate([adk.names] * 2), np.concatenate([adk.resnames] * 2),
@@ -174,16 +181,12 @@ def test_dimer_through_simulate_and_spectral_keeps_its_chains(adk, tmp_path, cap
                          np.concatenate([adk.elements] * 2), "dimer")
     write_pdb(tmp_path / "dimer.pdb", conf)
 
-    def cli(argv):
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in argv])
-        assert exc.value.code in (0, None), capsys.readouterr().err
-
-    cli(["simulate", tmp_path / "dimer.pdb", "-n", "150", "--box", "48", "--apix", "3.5", "--snr", "1",
+    _cli(capsys, ["simulate", tmp_path / "dimer.pdb", "-n", "150", "--box", "48", "--apix", "3.5", "--snr", "1",
          "--no-progress", "-o", tmp_path / "sim"])
     truth = read_model(tmp_path / "sim" / "truth" / "models.pdb")
     assert truth.n_atoms == 428 and len(set(truth.chains)) == 2
-    cli(["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "dimer.pdb", "--truth-models",
+    _cli(capsys, ["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "dimer.pdb",
+                  "--truth-models",
          tmp_path / "sim" / "truth" / "models.pdb", "--features", "oracle", "--epochs", 20, "--refine-modes", 0,
          "--test-fraction", 0.2,
          "--no-progress", "-o", tmp_path / "sp"])
@@ -202,7 +205,6 @@ def test_more_chains_than_a_pdb_holds_go_through_mmcif(adk, tmp_path, capsys):
     `spectral` reads it, fits 70 segments and writes models.cif that reads back with 70 chains."""
     import json
 
-    from cryoscape.cli.main import main
     from cryoscape.io.models import Conformations, read_model, write_cif
     n_chains, per = 70, 3
     frames = np.arange(0, 102, 10)
@@ -214,17 +216,13 @@ def test_more_chains_than_a_pdb_holds_go_through_mmcif(adk, tmp_path, capsys):
     conf = Conformations(x, adk.names[idx], adk.resnames[idx], adk.resids[idx], chains, adk.elements[idx], "chains")
     write_cif(tmp_path / "many.cif", conf)
 
-    def cli(argv):
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in argv])
-        assert exc.value.code in (0, None), capsys.readouterr().err
-
-    cli(["simulate", tmp_path / "many.cif", "-n", "60", "--box", "48", "--apix", "3.0", "--snr", "1",
+    _cli(capsys, ["simulate", tmp_path / "many.cif", "-n", "60", "--box", "48", "--apix", "3.0", "--snr", "1",
          "--no-progress", "-o", tmp_path / "sim"])
     truth = tmp_path / "sim" / "truth" / "models.cif"
     assert truth.exists() and not (tmp_path / "sim" / "truth" / "models.pdb").exists()
     assert len(dict.fromkeys(read_model(truth).chains)) == n_chains
-    cli(["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "many.cif", "--truth-models",
+    _cli(capsys, ["spectral", tmp_path / "sim" / "particles.star", "--reference", tmp_path / "many.cif",
+                  "--truth-models",
          truth, "--epochs", 1, "--refine-modes", 0, "--no-progress", "-o", tmp_path / "sp"])
     assert json.loads((tmp_path / "sp" / "metrics.json").read_text())["metrics"]["n_chains"] == n_chains
     models = read_model(tmp_path / "sp" / "models.cif")
