@@ -39,16 +39,20 @@ def _echo(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def truth_for_particles(truth_models: Path, particles: Path, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+def truth_for_particles(truth_models: Path, particles: Path, n_atoms: int,
+                        reference=None) -> tuple[np.ndarray, np.ndarray]:
     """The true Cα model of every particle of a simulated set: ``(truth (N, L, 3), conformation (N,))``, by the
     STAR's ``cryoscapeConformation`` column and ``truth/frame_ids.npy`` beside ``truth_models`` (models in
-    frame order when absent). :class:`InputError` when they do not match."""
+    frame order when absent). :class:`InputError` when they do not match, or when ``reference`` (the given
+    model's :class:`~cryoscape.io.models.Conformations`) has other chains (:func:`check_same_chains`)."""
     from ..io.models import read_model
     from ..io.star import read_star
     truth_models, particles = Path(truth_models), Path(particles)
     models = read_model(truth_models, "ca")
     if models.n_atoms != n_atoms:
         raise InputError(truth_models, f"has {models.n_atoms} Cα but the reference has {n_atoms}")
+    if reference is not None:
+        check_same_chains(reference, models, truth_models)
     if particles.suffix.lower() != ".star":
         raise InputError(particles, "--truth-models needs a STAR with the cryoscapeConformation column")
     table = read_star(particles)
@@ -207,7 +211,7 @@ def spectral_run(particles: str | Path, reference: str | Path, out: str | Path, 
     (default: the cores this process may use, shared among torchrun's processes). Returns the
     ``metrics.json`` payload (None on ranks other than 0)."""
     from ..data.particles import load_particles
-    from ..io.models import read_model, read_structure
+    from ..io.models import read_structure
     from ..methods.spectral.run import check_inputs, model_segments
     from ..utils import devices
     particles, reference, out = Path(particles), Path(reference), Path(out)
@@ -221,8 +225,7 @@ def spectral_run(particles: str | Path, reference: str | Path, out: str | Path, 
     data = load_particles(particles, poses, ctf, datadir, apix, check_finite=True)
     truth = conf = None
     if truth_models is not None:
-        truth, conf = truth_for_particles(Path(truth_models), particles, ref.n_atoms)
-        check_same_chains(ref, read_model(Path(truth_models), "ca"), truth_models)
+        truth, conf = truth_for_particles(Path(truth_models), particles, ref.n_atoms, ref)
     check_inputs(len(data), coords, cfg, truth, reference, model_segments(coords, ref, truth))
     n_threads = devices.set_threads(threads)
     if devices.is_main():
